@@ -1,0 +1,340 @@
+"""The `wecom-bot` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+import click
+from sqlalchemy import func, select
+
+from bot.config import ConfigError, Settings, load_settings
+
+log = logging.getLogger("wecom_bot.cli")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+class Context:
+    """Lazily loaded settings and services for one command invocation."""
+
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        """Settings from --config / BOT_CONFIG / the environment; exits with the error on failure."""
+        if self._settings is None:
+            try:
+                self._settings = load_settings(self.config_path)
+            except ConfigError as exc:
+                raise click.ClickException(f"configuration error: {exc}") from None
+        return self._settings
+
+    def services(self) -> Any:
+        """Build the process's services (imports the heavy parts only when a command needs them)."""
+        from bot.services import Services
+
+        return Services(self.settings)
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group()
+@click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False), help="TOML settings file (or $BOT_CONFIG)."
+)
+@click.option("--log-level", default=lambda: os.environ.get("BOT_LOG_LEVEL", "info"), show_default="info")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, log_level: str) -> None:
+    """WeCom private-domain conversion bot."""
+    _setup_logging(log_level)
+    ctx.obj = Context(config_path)
+
+
+def _require_schema(services: Any) -> None:
+    from bot.db import schema_status
+
+    current, head = schema_status(services.db.engine)
+    if current != head:
+        raise click.ClickException(
+            f"database schema is at {current}, expected {head}: run `wecom-bot init` first"
+        )
+
+
+@main.command()
+@click.option(
+    "--no-input", is_flag=True, help="Never prompt; take the admin from options or the environment."
+)
+@click.option(
+    "--admin-username", envvar="BOT_ADMIN_USERNAME", help="First admin's name ($BOT_ADMIN_USERNAME)."
+)
+@click.option(
+    "--admin-password", envvar="BOT_ADMIN_PASSWORD", help="First admin's password ($BOT_ADMIN_PASSWORD)."
+)
+@pass_ctx
+def init(ctx: Context, no_input: bool, admin_username: str | None, admin_password: str | None) -> None:
+    """Migrate the database and create the first admin (safe to run again)."""
+    from bot.accounts import AccountError, create_user, has_admin
+    from bot.db import migrate
+
+    services = ctx.services()
+    migrate(services.db.engine)
+    click.echo(f"database migrated: {services.db.engine.url.render_as_string(hide_password=True)}")
+    with services.db.transaction() as session:
+        if has_admin(session):
+            click.echo("admin account present; nothing else to do")
+            return
+        if not admin_username or not admin_password:
+            if no_input:
+                raise click.ClickException(
+                    "no admin exists: pass --admin-username/--admin-password"
+                    " or set BOT_ADMIN_USERNAME/BOT_ADMIN_PASSWORD"
+                )
+            admin_username = admin_username or click.prompt("admin username", default="admin")
+            admin_password = admin_password or click.prompt(
+                "admin password", hide_input=True, confirmation_prompt=True
+            )
+        try:
+            create_user(session, admin_username, "admin", admin_password, actor="init")
+        except AccountError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"admin {admin_username!r} created")
+
+
+def _wait_for_signal(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        log.info("signal %s: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    while not stop.wait(0.5):
+        pass
+
+
+@main.command()
+@click.option("--host", default=None, help="Listen address (default web.host).")
+@click.option("--port", type=int, default=None, help="Listen port (default web.port).")
+@click.option("--workers", type=int, default=1, show_default=True, help="Worker threads.")
+@pass_ctx
+def run(ctx: Context, host: str | None, port: int | None, workers: int) -> None:
+    """Run web and workers in one process (the embedded default)."""
+    from bot.runtime import EmbeddedRuntime
+
+    services = ctx.services()
+    _require_schema(services)
+    settings = services.settings
+    runtime = EmbeddedRuntime(services, host or settings.web.host, port or settings.web.port, workers=workers)
+    runtime.start()
+    click.echo(
+        f"wecom-bot serving on {runtime.url} (callback URL {runtime.url}/wecom/callback); Ctrl-C stops"
+    )
+    stop = threading.Event()
+    try:
+        _wait_for_signal(stop)
+    finally:
+        runtime.stop()
+
+
+@main.command()
+@click.option("--bind", default=None, help="host:port (default web.host:web.port).")
+@click.option(
+    "--workers", type=int, default=lambda: 2 * (os.cpu_count() or 1) + 1, help="gunicorn processes."
+)
+@click.option("--threads", type=int, default=4, show_default=True)
+@pass_ctx
+def serve(ctx: Context, bind: str | None, workers: int, threads: int) -> None:
+    """Serve the web app with gunicorn (production)."""
+    from gunicorn.app.base import BaseApplication
+
+    settings = ctx.settings
+    bind = bind or f"{settings.web.host}:{settings.web.port}"
+
+    class _App(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in {
+                "bind": bind,
+                "workers": workers,
+                "threads": threads,
+                "accesslog": None,
+            }.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            from bot.app import create_app
+
+            return create_app(settings)
+
+    _App().run()
+
+
+@main.command()
+@click.option("--threads", type=int, default=1, show_default=True, help="Worker threads in this process.")
+@pass_ctx
+def worker(ctx: Context, threads: int) -> None:
+    """Claim and handle stored events until stopped."""
+    from bot.worker import Worker
+    from handlers import build_dispatcher
+
+    services = ctx.services()
+    _require_schema(services)
+    stop = threading.Event()
+    loops = [
+        Worker(services.settings, services.db, services.coordinator, build_dispatcher())
+        for _ in range(threads)
+    ]
+    runners = [threading.Thread(target=w.run_forever, args=(stop,), daemon=True) for w in loops]
+    for thread in runners:
+        thread.start()
+    try:
+        _wait_for_signal(stop)
+    finally:
+        services.coordinator.wake("inbox")
+        for thread in runners:
+            thread.join(timeout=30)
+
+
+@main.command()
+@pass_ctx
+def doctor(ctx: Context) -> None:
+    """Check configuration, database, Redis and WeCom credentials; one verdict per item."""
+    from bot.doctor import run_checks
+
+    results = run_checks(ctx.config_path)
+    width = max(len(r.name) for r in results)
+    for r in results:
+        click.echo(f"{r.name.ljust(width)}  {r.verdict.upper():4}  {r.detail}")
+    if any(r.verdict == "fail" for r in results):
+        sys.exit(1)
+
+
+@main.group()
+def events() -> None:
+    """Inspect and replay stored callback events."""
+
+
+@events.command("list")
+@click.option("--status", type=click.Choice(["pending", "processing", "done", "ignored", "dead"]))
+@click.option("--limit", type=int, default=50, show_default=True)
+@pass_ctx
+def events_list(ctx: Context, status: str | None, limit: int) -> None:
+    """List recent events, newest first, with counts per status."""
+    from models.inbox import InboundEvent
+
+    services = ctx.services()
+    with services.db.transaction() as session:
+        counts = dict(
+            session.execute(select(InboundEvent.status, func.count()).group_by(InboundEvent.status)).all()
+        )
+        click.echo("  ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "no events")
+        stmt = select(InboundEvent).order_by(InboundEvent.id.desc()).limit(limit)
+        if status:
+            stmt = stmt.where(InboundEvent.status == status)
+        for row in session.scalars(stmt):
+            error = f"  error={row.last_error.splitlines()[0][:80]}" if row.last_error else ""
+            click.echo(
+                f"{row.id:>8}  {row.received_at:%Y-%m-%d %H:%M:%S}  {row.status:<10} {row.kind:<24}"
+                f" attempts={row.attempts}{error}"
+            )
+
+
+@events.command("show")
+@click.argument("event_id", type=int)
+@pass_ctx
+def events_show(ctx: Context, event_id: int) -> None:
+    """Show one event with its payload and last error."""
+    from models.inbox import InboundEvent
+
+    services = ctx.services()
+    with services.db.transaction() as session:
+        row = session.get(InboundEvent, event_id)
+        if row is None:
+            raise click.ClickException(f"no event {event_id}")
+        data = {
+            "id": row.id,
+            "kind": row.kind,
+            "status": row.status,
+            "attempts": row.attempts,
+            "received_at": row.received_at.isoformat(),
+            "handled_by": row.handled_by,
+            "last_error": row.last_error,
+            "payload": row.payload,
+        }
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+@events.command("replay")
+@click.argument("event_ids", type=int, nargs=-1)
+@click.option("--all-dead", is_flag=True, help="Replay every dead-lettered event.")
+@click.option(
+    "--as", "actor", default=lambda: os.environ.get("USER", "operator"), help="Who replays (audited)."
+)
+@pass_ctx
+def events_replay(ctx: Context, event_ids: tuple[int, ...], all_dead: bool, actor: str) -> None:
+    """Queue dead-lettered or ignored events again."""
+    from bot.worker import replay
+    from models.inbox import EventStatus, InboundEvent
+
+    services = ctx.services()
+    ids = list(event_ids)
+    if all_dead:
+        with services.db.transaction() as session:
+            ids += list(
+                session.scalars(select(InboundEvent.id).where(InboundEvent.status == EventStatus.DEAD))
+            )
+    if not ids:
+        raise click.ClickException("name event ids or pass --all-dead")
+    failed = [i for i in ids if not replay(services.db, i, actor)]
+    click.echo(f"replayed {len(ids) - len(failed)} event(s)")
+    if failed:
+        raise click.ClickException(f"not replayable (missing, or not dead/ignored): {failed}")
+    services.coordinator.wake("inbox")
+
+
+@main.group()
+def users() -> None:
+    """Manage console accounts."""
+
+
+@users.command("add")
+@click.argument("username")
+@click.option("--role", required=True, type=click.Choice(["admin", "operator", "compliance", "manager"]))
+@click.option(
+    "--password", envvar="BOT_USER_PASSWORD", help="Password ($BOT_USER_PASSWORD); prompted if absent."
+)
+@pass_ctx
+def users_add(ctx: Context, username: str, role: str, password: str | None) -> None:
+    """Create an account."""
+    from bot.accounts import AccountError, create_user
+
+    services = ctx.services()
+    _require_schema(services)
+    password = password or click.prompt("password", hide_input=True, confirmation_prompt=True)
+    try:
+        with services.db.transaction() as session:
+            create_user(session, username, role, password)
+    except AccountError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"user {username!r} ({role}) created")
+
+
+def _register_commands() -> None:
+    from bot.wecom.simulator.cli import simulator
+
+    main.add_command(simulator)
+
+
+_register_commands()

@@ -1,0 +1,155 @@
+"""Callback ingest, independent of Flask: verify, decrypt, parse, persist with a unique key, wake."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+from sqlalchemy import Table
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from bot.config import Settings
+from bot.coordination import Coordinator
+from bot.db import Database
+from bot.wecom.crypto import CallbackCrypto, CryptoError
+from bot.wecom.events import Event, EventError, UnknownEvent, parse_event
+from bot.wecom.xmlparse import XMLError, parse_xml
+from models.inbox import InboundEvent
+
+WAKE_CHANNEL = "inbox"
+
+
+class CallbackRejected(ValueError):
+    """A callback was refused; `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What happened to one callback: stored anew, or recognised as a retry."""
+
+    stored: bool
+    event_id: int | None
+    kind: str
+    dedupe_key: str
+
+
+class Ingestor:
+    """Turns authenticated callbacks into rows of the inbox, exactly once per dedupe key."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        coordinator: Coordinator,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        problems = settings.check_wecom()
+        if problems:
+            raise ValueError("; ".join(problems))
+        self.settings = settings
+        self.db = db
+        self.coordinator = coordinator
+        self.clock = clock
+        self.crypto = CallbackCrypto(
+            settings.wecom.token, settings.wecom.encoding_aes_key, settings.wecom.corp_id
+        )
+        self._dialect = db.engine.dialect.name
+        if self._dialect not in ("postgresql", "sqlite"):
+            raise ValueError(f"unsupported database {self._dialect!r}: use PostgreSQL or SQLite")
+        self._table = cast(Table, InboundEvent.__table__)
+
+    def _check_query(self, msg_signature: str, timestamp: str, nonce: str) -> None:
+        if not (msg_signature and timestamp and nonce):
+            raise CallbackRejected(400, "missing msg_signature, timestamp or nonce")
+        if len(msg_signature) != 40 or len(nonce) > 64:
+            raise CallbackRejected(400, "malformed msg_signature or nonce")
+        try:
+            sent_at = int(timestamp)
+        except ValueError:
+            raise CallbackRejected(400, "timestamp is not an integer") from None
+        skew = self.settings.wecom.max_clock_skew_s
+        if skew and abs(self.clock() - sent_at) > skew:
+            raise CallbackRejected(403, "timestamp outside the allowed window")
+
+    def _open(self, msg_signature: str, timestamp: str, nonce: str, encrypt: str) -> str:
+        if not self.crypto.verify(msg_signature, timestamp, nonce, encrypt):
+            raise CallbackRejected(403, "signature mismatch")
+        try:
+            return self.crypto.decrypt(encrypt)
+        except CryptoError as exc:
+            raise CallbackRejected(403 if "receive id" in str(exc) else 400, str(exc)) from None
+
+    def verify_url(self, msg_signature: str, timestamp: str, nonce: str, echostr: str) -> str:
+        """Answer WeCom's GET URL check with the decrypted echostr."""
+        self._check_query(msg_signature, timestamp, nonce)
+        if not echostr:
+            raise CallbackRejected(400, "missing echostr")
+        return self._open(msg_signature, timestamp, nonce, echostr)
+
+    def decode(self, msg_signature: str, timestamp: str, nonce: str, body: bytes) -> tuple[Event, str]:
+        """Authenticate and decrypt a POST body into a typed event and its plaintext XML."""
+        self._check_query(msg_signature, timestamp, nonce)
+        if len(body) > self.settings.web.max_body_bytes:
+            raise CallbackRejected(413, "body too large")
+        try:
+            envelope = parse_xml(body)
+        except XMLError as exc:
+            raise CallbackRejected(400, str(exc)) from None
+        encrypt = envelope.get("Encrypt")
+        if not isinstance(encrypt, str) or not encrypt:
+            raise CallbackRejected(400, "missing Encrypt")
+        plaintext = self._open(msg_signature, timestamp, nonce, encrypt)
+        try:
+            fields = parse_xml(plaintext)
+        except XMLError as exc:
+            raise CallbackRejected(400, f"decrypted payload: {exc}") from None
+        try:
+            event = parse_event(fields)
+        except EventError as exc:
+            # Authentic but not what we expect: keep it for an operator rather than lose it.
+            fields = {**fields, "_parse_error": str(exc)}
+            event = UnknownEvent(
+                to_user=str(fields.get("ToUserName", "")),
+                create_time=0,
+                agent_id="",
+                fields=fields,
+                msg_type=str(fields.get("MsgType", "")),
+                event=str(fields.get("Event", "")),
+            )
+        return event, plaintext
+
+    def store(self, event: Event, plaintext: str) -> IngestResult:
+        """Persist the event unless its dedupe key is already stored; wake a worker when new."""
+        key = event.dedupe_key
+        if self.coordinator.seen(key):
+            return IngestResult(stored=False, event_id=None, kind=event.kind, dedupe_key=key)
+        values = {
+            "dedupe_key": key,
+            "kind": event.kind,
+            "corp_id": event.to_user,
+            "payload": event.fields,
+            "raw_xml": plaintext,
+        }
+        table = self._table
+        make_insert = pg_insert if self._dialect == "postgresql" else sqlite_insert
+        stmt = make_insert(table).values(**values).on_conflict_do_nothing(index_elements=["dedupe_key"])
+        with self.db.engine.begin() as conn:
+            row = conn.execute(stmt.returning(table.c.id)).first()
+        self.coordinator.remember(key, self.settings.web.dedupe_ttl_s)
+        if row is None:
+            return IngestResult(stored=False, event_id=None, kind=event.kind, dedupe_key=key)
+        self.coordinator.wake(WAKE_CHANNEL)
+        return IngestResult(stored=True, event_id=int(row[0]), kind=event.kind, dedupe_key=key)
+
+    def ingest(self, msg_signature: str, timestamp: str, nonce: str, body: bytes) -> IngestResult:
+        """Authenticate, decrypt, parse and persist one POST callback."""
+        event, plaintext = self.decode(msg_signature, timestamp, nonce, body)
+        return self.store(event, plaintext)

@@ -1,0 +1,301 @@
+"""WeCom server API client over wechatpy: one app per secret, shared token cache, classified errors."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import requests
+from wechatpy.enterprise import WeChatClient
+from wechatpy.exceptions import WeChatClientException
+from wechatpy.session import SessionStorage
+
+from bot.coordination.base import Coordinator
+from bot.wecom.errors import ErrorKind, WeComAPIError
+
+if TYPE_CHECKING:
+    from bot.config import WeComSettings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_BASE_URL = "https://qyapi.weixin.qq.com"
+APPS = ("agent", "contact", "kf")
+_DEFAULT_TOKEN_TTL_S = 7200
+_LOCK_POLL_S = 0.05
+
+
+def token_cache_ttl(expires_in: int) -> int:
+    """Return how long to cache a token WeCom said lives `expires_in` seconds (a margin before expiry)."""
+    return max(1, expires_in - min(300, expires_in // 10))
+
+
+class CoordinatorSessionStorage(SessionStorage):
+    """wechatpy session storage over the shared Coordinator cache, so all processes share one token."""
+
+    def __init__(self, coordinator: Coordinator, prefix: str = "wecom:") -> None:
+        self._coordinator = coordinator
+        self._prefix = prefix
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Return the cached value for `key`, or `default`."""
+        value = self._coordinator.cache_get(self._prefix + key)
+        return default if value is None else value
+
+    def set(self, key: str, value: Any, ttl: int | None = None) -> None:
+        """Cache `value` under `key` for `ttl` seconds (a token's default lifetime when not given)."""
+        ttl_s = int(ttl) if ttl else token_cache_ttl(_DEFAULT_TOKEN_TTL_S)
+        self._coordinator.cache_set(self._prefix + key, str(value), ttl_s)
+
+    def delete(self, key: str) -> None:
+        """Drop `key` from the cache."""
+        self._coordinator.cache_delete(self._prefix + key)
+
+
+def _transport_error(api: str, exc: requests.RequestException) -> WeComAPIError:
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    if status is None:
+        return WeComAPIError(
+            -1, f"network error: {exc.__class__.__name__}: {exc}", api, kind=ErrorKind.TRANSIENT
+        )
+    return _http_status_error(api, int(status))
+
+
+def _http_status_error(api: str, status: int) -> WeComAPIError:
+    # WeCom answers HTTP 200 even for errors; anything else came from a proxy or an outage.
+    kind = ErrorKind.TRANSIENT if status >= 500 or status in (408, 429) else ErrorKind.PERMANENT
+    return WeComAPIError(-1, f"HTTP {status}", api, kind=kind)
+
+
+class _AppClient(WeChatClient):
+    """wechatpy's enterprise client for one secret, bound to a base URL and the shared token cache."""
+
+    def __init__(
+        self,
+        corp_id: str,
+        secret: str,
+        api_base_url: str,
+        coordinator: Coordinator,
+        timeout: float,
+    ) -> None:
+        # wechatpy's own retry on token errors recurses without a bound; the owner retries once instead.
+        super().__init__(
+            corp_id, secret, session=CoordinatorSessionStorage(coordinator), timeout=timeout, auto_retry=False
+        )
+        self.API_BASE_URL = api_base_url.rstrip("/") + "/cgi-bin/"
+        self._coordinator = coordinator
+        # wechatpy keys on the first 10 characters of the secret; two secrets may share them.
+        self._token_key = f"token:{corp_id}:{hashlib.sha256(secret.encode()).hexdigest()}"
+
+    @property
+    def access_token_key(self) -> str:
+        """The cache key of this secret's token."""
+        return self._token_key
+
+    @property
+    def access_token(self) -> str:
+        """A valid token: from the shared cache, else fetched once by whichever process gets the lock."""
+        cached = self.session.get(self._token_key)
+        if cached:
+            return str(cached)
+        return self._refresh_single_flight()
+
+    def _refresh_single_flight(self) -> str:
+        lock_ttl = float(self.timeout) + 5.0
+        lock = self._coordinator.lock(f"wecom-token:{self._token_key}", lock_ttl)
+        deadline = time.monotonic() + lock_ttl + 1.0
+        while True:
+            if lock.acquire():
+                try:
+                    cached = self.session.get(self._token_key)
+                    if cached:
+                        return str(cached)
+                    result = self.fetch_access_token()
+                    return str(result["access_token"])
+                finally:
+                    lock.release()
+            cached = self.session.get(self._token_key)
+            if cached:
+                return str(cached)
+            if time.monotonic() > deadline:
+                raise WeComAPIError(
+                    -1,
+                    "timed out waiting for another process to fetch the token",
+                    "gettoken",
+                    kind=ErrorKind.TRANSIENT,
+                )
+            time.sleep(_LOCK_POLL_S)
+
+    def fetch_access_token(self) -> dict[str, Any]:
+        """Call gettoken on the configured base URL (wechatpy hard-codes the production host) and cache it."""
+        log.info("fetching WeCom access token for corp %s from %s", self.corp_id, self.API_BASE_URL)
+        try:
+            res = self._http.get(
+                self.API_BASE_URL + "gettoken",
+                params={"corpid": self.corp_id, "corpsecret": self.secret},
+                timeout=self.timeout,
+            )
+        except requests.RequestException as exc:
+            raise _transport_error("gettoken", exc) from exc
+        if res.status_code != 200:
+            raise _http_status_error("gettoken", res.status_code)
+        try:
+            result = res.json()
+        except ValueError:
+            result = None
+        if not isinstance(result, dict):
+            raise WeComAPIError(-1, "gettoken answered non-JSON", "gettoken", kind=ErrorKind.TRANSIENT)
+        errcode = int(result.get("errcode", 0))
+        if errcode != 0:
+            raise WeComAPIError(errcode, str(result.get("errmsg", "")), "gettoken")
+        token = result.get("access_token")
+        if not token:
+            raise WeComAPIError(
+                -1, "gettoken answered without access_token", "gettoken", kind=ErrorKind.TRANSIENT
+            )
+        expires_in = int(result.get("expires_in", _DEFAULT_TOKEN_TTL_S))
+        self.session.set(self._token_key, token, token_cache_ttl(expires_in))
+        self.expires_at = int(time.time()) + expires_in
+        return dict(result)
+
+    def invalidate(self, token: str) -> None:
+        """Drop the cached token if it is still `token` (another process may have refreshed it already)."""
+        if self.session.get(self._token_key) == token:
+            self.session.delete(self._token_key)
+
+
+class WeComClient:
+    """Calls the WeCom server API for the corp's apps; raises WeComAPIError classified by kind."""
+
+    def __init__(
+        self,
+        corp_id: str,
+        secrets: Mapping[str, str],
+        agent_id: int,
+        coordinator: Coordinator,
+        api_base_url: str = DEFAULT_API_BASE_URL,
+        timeout: float = 10.0,
+    ) -> None:
+        unknown = set(secrets) - set(APPS)
+        if unknown:
+            raise ValueError(f"unknown WeCom app names {sorted(unknown)}; expected some of {APPS}")
+        self.corp_id = corp_id
+        self.agent_id = agent_id
+        self.api_base_url = api_base_url.rstrip("/")
+        self._secrets = {app: secret for app, secret in secrets.items() if secret}
+        self._coordinator = coordinator
+        self._timeout = timeout
+        self._clients: dict[str, _AppClient] = {}
+        self._clients_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: WeComSettings, coordinator: Coordinator) -> WeComClient:
+        """Build the client from the `[wecom]` settings section."""
+        return cls(
+            corp_id=settings.corp_id,
+            secrets={
+                "agent": settings.agent_secret,
+                "contact": settings.contact_secret,
+                "kf": settings.kf_secret,
+            },
+            agent_id=settings.agent_id,
+            coordinator=coordinator,
+            api_base_url=settings.api_base_url,
+            timeout=settings.request_timeout_s,
+        )
+
+    def _app_client(self, app: str, api: str) -> _AppClient:
+        if app not in APPS:
+            raise ValueError(f"unknown WeCom app {app!r}; expected one of {APPS}")
+        # The customer-contact and kf APIs are often granted to the agent app itself (可调用应用).
+        secret = self._secrets.get(app) or self._secrets.get("agent")
+        if not secret:
+            raise WeComAPIError(41004, f"no secret configured for app {app!r}", api, kind=ErrorKind.PERMANENT)
+        with self._clients_lock:
+            client = self._clients.get(secret)
+            if client is None:
+                client = self._clients[secret] = _AppClient(
+                    self.corp_id, secret, self.api_base_url, self._coordinator, self._timeout
+                )
+        return client
+
+    def access_token(self, app: str = "agent") -> str:
+        """Return a valid token for `app` (fetching one if needed); used by `doctor` to test secrets."""
+        return self._app_client(app, "gettoken").access_token
+
+    def send_app_message(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """Send an app message to members (message/send); `agentid` is filled from the config."""
+        body = dict(payload)
+        body.setdefault("agentid", self.agent_id)
+        return self.post("message/send", body, app="agent")
+
+    def post(self, api_path: str, payload: Mapping[str, Any], app: str = "agent") -> dict[str, Any]:
+        """POST JSON to `/cgi-bin/<api_path>` with `app`'s token; the generic call for any endpoint."""
+        return self._call(app, "post", api_path, params=None, payload=dict(payload))
+
+    def get(
+        self, api_path: str, params: Mapping[str, Any] | None = None, app: str = "agent"
+    ) -> dict[str, Any]:
+        """GET `/cgi-bin/<api_path>` with query `params` and `app`'s token."""
+        return self._call(app, "get", api_path, params=params, payload=None)
+
+    def _call(
+        self,
+        app: str,
+        method: str,
+        api_path: str,
+        params: Mapping[str, Any] | None,
+        payload: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        path = api_path.strip("/").removeprefix("cgi-bin/")
+        client = self._app_client(app, path)
+        token = client.access_token
+        try:
+            return self._request_once(client, method, path, params, payload, token)
+        except WeComAPIError as exc:
+            if exc.kind is not ErrorKind.TOKEN:
+                raise
+            log.warning("WeCom %s: %s; refetching the token and retrying once", path, exc.errmsg)
+        client.invalidate(token)
+        # A token error on the retry (or from gettoken itself) propagates: never loop on it.
+        return self._request_once(client, method, path, params, payload, client.access_token)
+
+    def _request_once(
+        self,
+        client: _AppClient,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        payload: dict[str, Any] | None,
+        token: str,
+    ) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"params": {**(params or {}), "access_token": token}}
+        if payload is not None:
+            kwargs["data"] = payload
+        try:
+            result = client.get(path, **kwargs) if method == "get" else client.post(path, **kwargs)
+        except WeChatClientException as exc:
+            if exc.errcode is None:
+                status = getattr(exc.response, "status_code", None)
+                if status is None:
+                    raise WeComAPIError(
+                        -1, "HTTP error without a response", path, kind=ErrorKind.TRANSIENT
+                    ) from exc
+                raise _http_status_error(path, int(status)) from exc
+            raise WeComAPIError(int(exc.errcode), str(exc.errmsg), path) from exc
+        except requests.RequestException as exc:
+            raise _transport_error(path, exc) from exc
+        if not isinstance(result, dict):
+            raise WeComAPIError(-1, "non-JSON response", path, kind=ErrorKind.TRANSIENT)
+        return result
+
+    def close(self) -> None:
+        """Close the HTTP sessions of every app client."""
+        with self._clients_lock:
+            for client in self._clients.values():
+                client._http.close()
+            self._clients.clear()

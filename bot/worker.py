@@ -1,0 +1,196 @@
+"""Claims stored events, runs their handler in one transaction, retries with backoff, dead-letters."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, or_, select, update
+
+from bot.config import Settings
+from bot.coordination import Coordinator
+from bot.db import Database
+from bot.ingest import WAKE_CHANNEL
+from bot.routing import Dispatcher, HandlerContext
+from bot.wecom.events import parse_event
+from models.base import utcnow
+from models.inbox import EventStatus, InboundEvent
+
+log = logging.getLogger("wecom_bot.worker")
+_STOP_CHECK_S = 0.5
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of processing one claimed event."""
+
+    event_id: int
+    status: str
+    handler: str | None = None
+    error: str | None = None
+
+
+def backoff_delay(attempt: int, base_s: float, max_s: float, rng: random.Random | None = None) -> float:
+    """Exponential backoff with full jitter in [delay/2, delay], capped at `max_s`."""
+    delay = min(max_s, base_s * (2 ** max(0, attempt - 1)))
+    return (rng or random).uniform(delay / 2, delay)
+
+
+class Worker:
+    """One worker loop; several may run against one database (claims never overlap)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        coordinator: Coordinator,
+        dispatcher: Dispatcher,
+        worker_id: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.cfg = settings.worker
+        self.db = db
+        self.coordinator = coordinator
+        self.dispatcher = dispatcher
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident() % 100000}"
+        self.clock = clock
+
+    def claim(self, limit: int | None = None) -> list[int]:
+        """Lease up to `limit` due events (pending and due, or processing with an expired lease)."""
+        now = self.clock()
+        limit = limit or self.cfg.batch_size
+        t = InboundEvent
+        due = or_(
+            and_(t.status == EventStatus.PENDING, t.next_attempt_at <= now),
+            and_(t.status == EventStatus.PROCESSING, t.lease_until < now),
+        )
+        with self.db.transaction() as session:
+            stmt = select(t.id).where(due).order_by(t.id).limit(limit).with_for_update(skip_locked=True)
+            ids = list(session.scalars(stmt))
+            if ids:
+                session.execute(
+                    update(t)
+                    .where(t.id.in_(ids))
+                    .values(
+                        status=EventStatus.PROCESSING,
+                        locked_by=self.worker_id,
+                        lease_until=now + timedelta(seconds=self.cfg.lease_s),
+                        attempts=t.attempts + 1,
+                    )
+                )
+        return ids
+
+    def process(self, event_id: int) -> Outcome:
+        """Run the handler for one claimed event; its effects and the status commit together."""
+        try:
+            with self.db.transaction() as session:
+                row = session.get(InboundEvent, event_id, with_for_update=True)
+                if row is None or row.status != EventStatus.PROCESSING or row.locked_by != self.worker_id:
+                    return Outcome(event_id, "lost-lease")
+                now = self.clock()
+                event = parse_event(row.payload)
+                ctx = HandlerContext(session=session, settings=self.settings, now=now, event_id=event_id)
+                handler = self.dispatcher.dispatch(event, ctx)
+                row.status = EventStatus.DONE if handler else EventStatus.IGNORED
+                row.handled_by = handler
+                row.processed_at = now
+                row.lease_until = None
+                row.last_error = None
+                return Outcome(event_id, row.status, handler)
+        except Exception as exc:
+            log.exception("event %s failed", event_id)
+            return self._record_failure(event_id, f"{type(exc).__name__}: {exc}"[:2000])
+
+    def _record_failure(self, event_id: int, error: str) -> Outcome:
+        now = self.clock()
+        with self.db.transaction() as session:
+            row = session.get(InboundEvent, event_id, with_for_update=True)
+            if row is None or row.locked_by != self.worker_id or row.status != EventStatus.PROCESSING:
+                return Outcome(event_id, "lost-lease", error=error)
+            row.last_error = error
+            row.lease_until = None
+            if row.attempts >= self.cfg.max_attempts:
+                row.status = EventStatus.DEAD
+                log.error("event %s dead-lettered after %s attempts: %s", event_id, row.attempts, error)
+            else:
+                row.status = EventStatus.PENDING
+                delay = backoff_delay(row.attempts, self.cfg.backoff_base_s, self.cfg.backoff_max_s)
+                row.next_attempt_at = now + timedelta(seconds=delay)
+            return Outcome(event_id, row.status, error=error)
+
+    def run_once(self) -> list[Outcome]:
+        """Claim one batch and process it; return what happened to each event."""
+        return [self.process(event_id) for event_id in self.claim()]
+
+    def drain(self, max_batches: int = 1000) -> list[Outcome]:
+        """Process until nothing is due (used by commands and tests)."""
+        outcomes: list[Outcome] = []
+        for _ in range(max_batches):
+            batch = self.run_once()
+            if not batch:
+                break
+            outcomes.extend(batch)
+        return outcomes
+
+    def run_forever(self, stop: threading.Event) -> None:
+        """Process events as they arrive: woken at once on ingest, with a slow poll as a safety net."""
+        log.info("worker %s started", self.worker_id)
+        try:
+            self.coordinator.wait(WAKE_CHANNEL, 0)  # subscribe before the first claim
+        except Exception:
+            log.exception("wake-up channel unavailable; polling")
+        while not stop.is_set():
+            try:
+                batch = self.run_once()
+            except Exception:
+                log.exception("claim failed; retrying shortly")
+                stop.wait(1.0)
+                continue
+            if len(batch) < self.cfg.batch_size:
+                self._idle(stop)
+        log.info("worker %s stopped", self.worker_id)
+
+    def _idle(self, stop: threading.Event) -> None:
+        """Wait for a wake-up, at most idle_poll_s, in short slices so a stop is noticed promptly."""
+        deadline = time.monotonic() + self.cfg.idle_poll_s
+        while not stop.is_set() and (remaining := deadline - time.monotonic()) > 0:
+            try:
+                if self.coordinator.wait(WAKE_CHANNEL, min(remaining, _STOP_CHECK_S)):
+                    return
+            except Exception:
+                log.exception("wake-up channel failed; polling")
+                stop.wait(min(remaining, _STOP_CHECK_S))
+
+
+def replay(db: Database, event_id: int, actor: str, now: datetime | None = None) -> bool:
+    """Put a dead-lettered (or ignored) event back in the queue; return whether it was replayable."""
+    now = now or utcnow()
+    from models.audit import AuditEntry
+
+    with db.transaction() as session:
+        row = session.get(InboundEvent, event_id, with_for_update=True)
+        if row is None or row.status not in (EventStatus.DEAD, EventStatus.IGNORED):
+            return False
+        previous = row.status
+        row.status = EventStatus.PENDING
+        row.attempts = 0
+        row.next_attempt_at = now
+        row.locked_by = None
+        session.add(
+            AuditEntry(
+                at=now,
+                actor=actor,
+                action="event.replay",
+                target=f"event:{event_id}",
+                detail={"from": previous},
+            )
+        )
+    return True

@@ -1,0 +1,139 @@
+"""Shared fixtures: the same suite runs on SQLite or on PostgreSQL + Redis, chosen by environment.
+
+TEST_DATABASE_URL=postgresql://... and TEST_REDIS_URL=redis://... select the real services; when
+they are set the tests fail (not skip) if the services cannot be reached.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from bot.config import Settings
+from bot.coordination import Coordinator, MemoryCoordinator
+from bot.db import Database, migrate
+from bot.services import Services
+
+TEST_CORP_ID = "ww_test_corp"
+TEST_TOKEN = "test-callback-token"
+TEST_AES_KEY = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR"
+TEST_AGENT_ID = 1000002
+
+
+def _base_url() -> str:
+    return os.environ.get("TEST_DATABASE_URL", "")
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A migrated, empty database for this test session (a private PostgreSQL schema, or a SQLite file)."""
+    base = _base_url()
+    if not base:
+        path = Path(tmp_path_factory.mktemp("db")) / "test.db"
+        url = f"sqlite:///{path}"
+        engine = Database(Settings().database.__class__(url=url)).engine
+        migrate(engine)
+        engine.dispose()
+        yield url
+        return
+    if base.startswith("postgresql://"):
+        base = "postgresql+psycopg://" + base[len("postgresql://") :]
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(base)
+    try:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    except sa.exc.OperationalError as exc:
+        pytest.fail(f"TEST_DATABASE_URL is set but PostgreSQL cannot be reached: {exc}")
+    sep = "&" if "?" in base else "?"
+    url = f"{base}{sep}options=-csearch_path%3D{schema}"
+    engine = sa.create_engine(url)
+    migrate(engine)
+    engine.dispose()
+    yield url
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The Redis URL under test, or empty for in-process coordination; fails if set but unreachable."""
+    url = os.environ.get("TEST_REDIS_URL", "")
+    if url:
+        import redis
+
+        try:
+            redis.Redis.from_url(url).ping()
+        except redis.RedisError as exc:
+            pytest.fail(f"TEST_REDIS_URL is set but Redis cannot be reached: {exc}")
+    return url
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str) -> Settings:
+    """Settings for one test: test credentials, the session database, a private Redis namespace."""
+    return Settings().replace(
+        wecom={
+            "corp_id": TEST_CORP_ID,
+            "token": TEST_TOKEN,
+            "encoding_aes_key": TEST_AES_KEY,
+            "agent_id": TEST_AGENT_ID,
+            "agent_secret": "agent-secret-for-tests",
+            "max_clock_skew_s": 300,
+        },
+        database={"url": database_url, "pool_size": 5},
+        redis={"url": redis_url, "namespace": f"test-{uuid.uuid4().hex[:8]}"},
+        web={"secret_key": "test-secret-key"},
+        worker={"backoff_base_s": 1.0, "lease_s": 30, "max_attempts": 3},
+    )
+
+
+@pytest.fixture(scope="session")
+def _session_db(database_url: str) -> Iterator[Database]:
+    db = Database(Settings().replace(database={"url": database_url, "pool_size": 5}).database)
+    yield db
+    db.dispose()
+
+
+def _truncate(db: Database) -> None:
+    from models import Base
+
+    tables = [t.name for t in Base.metadata.sorted_tables]
+    with db.engine.begin() as conn:
+        if db.is_postgres:
+            conn.execute(sa.text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for name in reversed(tables):
+                conn.execute(sa.text(f"DELETE FROM {name}"))
+
+
+@pytest.fixture
+def db(_session_db: Database) -> Iterator[Database]:
+    """The session database, emptied after each test."""
+    yield _session_db
+    _truncate(_session_db)
+
+
+@pytest.fixture
+def coordinator(settings: Settings) -> Iterator[Coordinator]:
+    """Redis coordination in a private namespace when configured, else in-process."""
+    if settings.redis.url:
+        from bot.coordination.redis import RedisCoordinator
+
+        coord: Coordinator = RedisCoordinator(settings.redis.url, settings.redis.namespace)
+    else:
+        coord = MemoryCoordinator()
+    yield coord
+    coord.close()
+
+
+@pytest.fixture
+def services(settings: Settings, db: Database, coordinator: Coordinator) -> Services:
+    """Wired services over the test database and coordinator."""
+    return Services(settings, db=db, coordinator=coordinator)

@@ -1,0 +1,37 @@
+"""Migrations are the only way the schema is made: one head, upgrade/downgrade round trip, models in step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from bot.db import Database, alembic_config, downgrade, migrate, schema_status
+from models import Base
+
+
+def test_single_head() -> None:
+    assert len(ScriptDirectory.from_config(alembic_config()).get_heads()) == 1
+
+
+def test_schema_matches_models(db: Database) -> None:
+    with db.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+
+
+def test_upgrade_downgrade_roundtrip(tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    migrate(engine)
+    current, head = schema_status(engine)
+    assert current == head
+    migrate(engine)  # idempotent
+    downgrade(engine, "base")
+    assert schema_status(engine)[0] is None
+    assert sa.inspect(engine).get_table_names() == ["alembic_version"]
+    migrate(engine)
+    assert "inbound_events" in sa.inspect(engine).get_table_names()
+    engine.dispose()

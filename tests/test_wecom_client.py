@@ -1,0 +1,339 @@
+"""WeComClient against the real simulator over HTTP: token caching, refresh-once, error classes."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from bot.coordination import MemoryCoordinator
+from bot.wecom.client import WeComClient, token_cache_ttl
+from bot.wecom.errors import ErrorKind, WeComAPIError, classify
+from bot.wecom.simulator import ApiCall, Simulator, SimulatorConfig
+
+CORP = "wwclienttest"
+AGENT = 1000002
+# The first 10 characters are shared on purpose: wechatpy's default cache key would collide.
+SECRETS = {"agent": "sharedpfx-agent-secret", "contact": "sharedpfx-contact-secret", "kf": "kf-secret-xyz"}
+
+
+def text(to: str = "zhangsan", content: str = "hello") -> dict[str, Any]:
+    return {"touser": to, "msgtype": "text", "text": {"content": content}}
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    config = SimulatorConfig(corp_id=CORP, agent_id=AGENT, secrets=dict(SECRETS), users=["zhangsan", "lisi"])
+    with Simulator(config) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def coordinator() -> MemoryCoordinator:
+    return MemoryCoordinator()
+
+
+def make_client(
+    sim: Simulator,
+    coordinator: MemoryCoordinator,
+    secrets: dict[str, str] | None = None,
+    timeout: float = 5.0,
+) -> WeComClient:
+    return WeComClient(
+        corp_id=CORP,
+        secrets=SECRETS if secrets is None else secrets,
+        agent_id=AGENT,
+        coordinator=coordinator,
+        api_base_url=sim.base_url,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def client(sim: Simulator, coordinator: MemoryCoordinator) -> Iterator[WeComClient]:
+    wecom = make_client(sim, coordinator)
+    yield wecom
+    wecom.close()
+
+
+def test_token_is_fetched_from_the_configured_base_url_and_reused(
+    client: WeComClient, sim: Simulator
+) -> None:
+    assert sim.gettoken_calls == 0
+    for _ in range(3):
+        assert client.send_app_message(text())["errcode"] == 0
+    assert sim.gettoken_calls == 1
+    assert len(sim.messages_to("zhangsan")) == 3
+
+
+def test_send_app_message_fills_agentid_without_touching_the_payload(
+    client: WeComClient, sim: Simulator
+) -> None:
+    payload = text()
+    client.send_app_message(payload)
+    assert "agentid" not in payload
+    assert sim.sent_app_messages[0].agentid == AGENT
+
+
+def test_processes_sharing_a_coordinator_share_one_token(
+    sim: Simulator, coordinator: MemoryCoordinator
+) -> None:
+    first, second = make_client(sim, coordinator), make_client(sim, coordinator)
+    first.send_app_message(text())
+    second.send_app_message(text())
+    assert sim.gettoken_calls == 1
+    first.close()
+    second.close()
+
+
+def test_concurrent_first_calls_fetch_the_token_once(sim: Simulator, coordinator: MemoryCoordinator) -> None:
+    sim.set_latency("gettoken", 0.2)
+    clients = [make_client(sim, coordinator) for _ in range(6)]
+    errors: list[BaseException] = []
+
+    def send(c: WeComClient) -> None:
+        try:
+            c.send_app_message(text())
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sim.gettoken_calls == 1
+    assert len(sim.messages_to("zhangsan")) == 6
+    for c in clients:
+        c.close()
+
+
+def test_each_secret_gets_its_own_token_even_with_a_shared_prefix(
+    client: WeComClient, sim: Simulator
+) -> None:
+    seen: list[str | None] = []
+
+    def handler(call: ApiCall) -> dict[str, Any]:
+        seen.append(call.app)
+        return {}
+
+    sim.register("externalcontact/get_follow_user_list", handler, methods=("GET",))
+    client.get("externalcontact/get_follow_user_list", app="contact")
+    client.send_app_message(text())
+    assert seen == ["contact"]
+    assert sim.gettoken_calls == 2
+    assert len(sim.sent_app_messages) == 1
+
+
+def test_token_is_cached_for_less_than_expires_in(sim: Simulator) -> None:
+    recorded: list[tuple[str, int]] = []
+
+    class RecordingCoordinator(MemoryCoordinator):
+        def cache_set(self, key: str, value: str, ttl_s: int) -> None:
+            recorded.append((key, ttl_s))
+            super().cache_set(key, value, ttl_s)
+
+    wecom = make_client(sim, RecordingCoordinator())
+    wecom.send_app_message(text())
+    [(key, ttl)] = recorded
+    assert ttl == token_cache_ttl(7200) < 7200
+    assert SECRETS["agent"] not in key and CORP in key
+    wecom.close()
+
+
+def test_token_cache_ttl_keeps_a_margin() -> None:
+    assert token_cache_ttl(7200) == 6900
+    assert token_cache_ttl(100) == 90
+    assert token_cache_ttl(1) == 1
+
+
+def test_invalidated_token_is_refetched_once_and_the_call_succeeds(
+    client: WeComClient, sim: Simulator
+) -> None:
+    client.send_app_message(text())
+    sim.invalidate_tokens()
+    assert client.send_app_message(text())["errcode"] == 0
+    assert sim.gettoken_calls == 2
+    assert sim.api_calls("message/send") == 3
+    assert len(sim.sent_app_messages) == 2
+
+
+def test_expired_token_is_refetched_once(client: WeComClient, sim: Simulator) -> None:
+    client.send_app_message(text())
+    sim.advance(7200)
+    assert client.send_app_message(text())["errcode"] == 0
+    assert sim.gettoken_calls == 2
+
+
+def test_persistent_40014_is_raised_after_one_refetch_not_looped(client: WeComClient, sim: Simulator) -> None:
+    sim.inject_fault("message/send", 40014, times=10)
+    with pytest.raises(WeComAPIError) as info:
+        client.send_app_message(text())
+    assert info.value.errcode == 40014 and info.value.kind is ErrorKind.TOKEN
+    assert not info.value.retryable
+    assert sim.gettoken_calls == 2
+    assert sim.api_calls("message/send") == 2
+
+
+def test_wrong_secret_raises_without_retrying_gettoken(
+    sim: Simulator, coordinator: MemoryCoordinator
+) -> None:
+    wecom = make_client(sim, coordinator, secrets={"agent": "not-the-secret"})
+    with pytest.raises(WeComAPIError) as info:
+        wecom.send_app_message(text())
+    assert info.value.errcode == 40001 and info.value.api == "gettoken"
+    assert sim.gettoken_calls == 1
+    wecom.close()
+
+
+@pytest.mark.parametrize(
+    ("errcode", "kind", "retryable"),
+    [
+        (45009, ErrorKind.RATE_LIMITED, True),
+        (45033, ErrorKind.RATE_LIMITED, True),
+        (-1, ErrorKind.TRANSIENT, True),
+        (84061, ErrorKind.PERMANENT, False),
+        (95001, ErrorKind.PERMANENT, False),
+        (41051, ErrorKind.PERMANENT, False),
+    ],
+)
+def test_api_errors_are_classified(
+    client: WeComClient, sim: Simulator, errcode: int, kind: ErrorKind, retryable: bool
+) -> None:
+    sim.inject_fault("message/send", errcode)
+    with pytest.raises(WeComAPIError) as info:
+        client.send_app_message(text())
+    error = info.value
+    assert (error.errcode, error.kind, error.retryable, error.api) == (
+        errcode,
+        kind,
+        retryable,
+        "message/send",
+    )
+    assert str(errcode) in str(error)
+    if kind is ErrorKind.RATE_LIMITED:
+        assert error.retry_after_s is not None and error.retry_after_s > 0
+    assert sim.api_calls("message/send") == 1
+
+
+def test_all_invalid_recipients_is_a_permanent_81013(client: WeComClient) -> None:
+    with pytest.raises(WeComAPIError) as info:
+        client.send_app_message(text("ghost"))
+    assert info.value.errcode == 81013 and info.value.kind is ErrorKind.PERMANENT
+
+
+def test_http_5xx_is_transient(client: WeComClient, sim: Simulator) -> None:
+    client.send_app_message(text())
+    sim.inject_fault("message/send", -1, http_status=502)
+    with pytest.raises(WeComAPIError) as info:
+        client.send_app_message(text())
+    assert info.value.kind is ErrorKind.TRANSIENT and "502" in info.value.errmsg
+
+
+def test_http_404_is_permanent(client: WeComClient) -> None:
+    with pytest.raises(WeComAPIError) as info:
+        client.post("no/such/api", {})
+    assert info.value.kind is ErrorKind.PERMANENT
+
+
+def test_timeout_is_transient(sim: Simulator, coordinator: MemoryCoordinator) -> None:
+    wecom = make_client(sim, coordinator, timeout=0.2)
+    wecom.send_app_message(text())
+    sim.set_latency("message/send", 0.5)
+    with pytest.raises(WeComAPIError) as info:
+        wecom.send_app_message(text())
+    assert info.value.kind is ErrorKind.TRANSIENT and info.value.retryable
+    wecom.close()
+
+
+def test_unreachable_host_is_transient(coordinator: MemoryCoordinator) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    wecom = WeComClient(CORP, SECRETS, AGENT, coordinator, api_base_url=f"http://127.0.0.1:{port}", timeout=1)
+    with pytest.raises(WeComAPIError) as info:
+        wecom.send_app_message(text())
+    assert info.value.kind is ErrorKind.TRANSIENT and info.value.api == "gettoken"
+    wecom.close()
+
+
+def test_generic_post_sends_exact_json_with_the_kf_token(client: WeComClient, sim: Simulator) -> None:
+    received: list[tuple[str | None, dict[str, Any]]] = []
+
+    def send_msg(call: ApiCall) -> dict[str, Any]:
+        received.append((call.app, call.json()))
+        return {"msgid": "m1"}
+
+    sim.register("kf/send_msg", send_msg)
+    payload = {
+        "touser": "wmEXT",
+        "open_kfid": "wkKF",
+        "msgtype": "link",
+        "link": {"title": "早盘速递", "desc": "d", "url": "https://example.com", "thumb_media_id": "M"},
+    }
+    assert client.post("/cgi-bin/kf/send_msg", payload, app="kf") == {
+        "errcode": 0,
+        "errmsg": "ok",
+        "msgid": "m1",
+    }
+    assert received == [("kf", payload)]
+
+
+def test_generic_get_passes_query_params(client: WeComClient, sim: Simulator) -> None:
+    def servicers(call: ApiCall) -> dict[str, Any]:
+        return {"open_kfid": call.query.get("open_kfid"), "app": call.app}
+
+    sim.register("kf/servicer/list", servicers, methods=("GET",))
+    result = client.get("kf/servicer/list", {"open_kfid": "wkKF"}, app="kf")
+    assert result["open_kfid"] == "wkKF" and result["app"] == "kf"
+
+
+def test_app_without_its_own_secret_uses_the_agent_app(
+    sim: Simulator, coordinator: MemoryCoordinator
+) -> None:
+    apps: list[str | None] = []
+
+    def account_list(call: ApiCall) -> dict[str, Any]:
+        apps.append(call.app)
+        return {}
+
+    sim.register("kf/account/list", account_list)
+    wecom = make_client(sim, coordinator, secrets={"agent": SECRETS["agent"], "kf": ""})
+    wecom.post("kf/account/list", {}, app="kf")
+    assert apps == ["agent"]
+    wecom.close()
+
+
+def test_no_secret_at_all_is_a_permanent_error(sim: Simulator, coordinator: MemoryCoordinator) -> None:
+    wecom = make_client(sim, coordinator, secrets={"contact": SECRETS["contact"]})
+    with pytest.raises(WeComAPIError) as info:
+        wecom.post("kf/account/list", {}, app="kf")
+    assert info.value.kind is ErrorKind.PERMANENT
+    assert sim.gettoken_calls == 0
+    wecom.close()
+
+
+def test_31st_app_message_in_a_minute_is_dropped_silently(client: WeComClient, sim: Simulator) -> None:
+    results = [client.send_app_message(text()) for _ in range(31)]
+    assert all(r["errcode"] == 0 for r in results)
+    assert len(sim.messages_to("zhangsan")) == 30
+    [dropped] = sim.dropped_app_messages
+    assert dropped.userid == "zhangsan" and dropped.msgid == results[-1]["msgid"]
+
+
+def test_classify_maps_codes_to_kinds() -> None:
+    assert classify(40014) is ErrorKind.TOKEN and classify(42001) is ErrorKind.TOKEN
+    assert classify(45009) is ErrorKind.RATE_LIMITED
+    assert classify(-1) is ErrorKind.TRANSIENT
+    assert classify(95018) is ErrorKind.PERMANENT and classify(123456) is ErrorKind.PERMANENT
+    with pytest.raises(ValueError):
+        classify(0)
+
+
+def test_unknown_app_name_is_rejected(sim: Simulator, coordinator: MemoryCoordinator) -> None:
+    with pytest.raises(ValueError):
+        make_client(sim, coordinator, secrets={"chat": "x"})
