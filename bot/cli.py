@@ -163,7 +163,7 @@ def serve(ctx: Context, bind: str | None, workers: int, threads: int) -> None:
     settings = ctx.settings
     bind = bind or f"{settings.web.host}:{settings.web.port}"
 
-    class _App(BaseApplication):  # type: ignore[misc]
+    class _App(BaseApplication):
         def load_config(self) -> None:
             for key, value in {
                 "bind": bind,
@@ -332,8 +332,10 @@ def users_add(ctx: Context, username: str, role: str, password: str | None) -> N
 
 
 def _register_commands() -> None:
+    from bot.demo import demo
     from bot.wecom.simulator.cli import simulator
 
+    main.add_command(demo)
     main.add_command(simulator)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 from bot.wecom.crypto import CallbackCrypto, random_nonce
 from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_TOKEN
@@ -56,3 +56,8 @@ def text_message(content: str = "hello", msg_id: str = "1234567890", from_user: 
         f"<CreateTime>1700000000</CreateTime><MsgType><![CDATA[text]]></MsgType>"
         f"<Content><![CDATA[{content}]]></Content><MsgId>{msg_id}</MsgId><AgentID>1000002</AgentID></xml>"
     )
+
+
+def params_of(query: str) -> dict[str, str]:
+    """Split a callback query string into its parameters."""
+    return {k: unquote(v) for k, v in (p.split("=", 1) for p in query.split("&"))}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime, timedelta
-from urllib.parse import unquote
 
 import pytest
 from sqlalchemy import func, select
@@ -17,7 +16,7 @@ from bot.worker import Worker, backoff_delay, replay
 from models.audit import AuditEntry
 from models.base import utcnow
 from models.inbox import EventStatus, InboundEvent
-from tests.callbacks import envelope, text_message
+from tests.callbacks import envelope, params_of, text_message
 
 
 def ingest(services: Services, content: str, msg_id: str) -> int:
@@ -25,7 +24,7 @@ def ingest(services: Services, content: str, msg_id: str) -> int:
     ingestor = services.ingestor
     assert isinstance(ingestor, Ingestor)
     query, body = envelope(text_message(content, msg_id))
-    params = {k: unquote(v) for k, v in (p.split("=", 1) for p in query.split("&"))}
+    params = params_of(query)
     result = ingestor.ingest(params["msg_signature"], params["timestamp"], params["nonce"], body)
     assert result.event_id is not None
     return result.event_id
