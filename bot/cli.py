@@ -46,7 +46,9 @@ class Context:
         """Build the process's services (imports the heavy parts only when a command needs them)."""
         from bot.services import Services
 
-        return Services(self.settings)
+        services = Services(self.settings)
+        click.get_current_context().call_on_close(services.close)
+        return services
 
 
 pass_ctx = click.make_pass_decorator(Context)
