@@ -95,6 +95,14 @@ def init(ctx: Context, no_input: bool, admin_username: str | None, admin_passwor
     services = ctx.services()
     migrate(services.db.engine)
     click.echo(f"database migrated: {services.db.engine.url.render_as_string(hide_password=True)}")
+    from scripts_library.catalogue import policy_from_settings
+    from scripts_library.files import DEFAULTS_DIR, SYSTEM_AUTHOR, import_scripts
+
+    with services.db.transaction() as session:
+        policy = policy_from_settings(services.settings.compliance)
+        seeded = import_scripts(session, DEFAULTS_DIR, SYSTEM_AUTHOR, policy, only_missing=True)
+    if seeded:
+        click.echo(f"default scripts awaiting compliance approval: {len(seeded)}")
     with services.db.transaction() as session:
         if has_admin(session):
             click.echo("admin account present; nothing else to do")
@@ -184,10 +192,16 @@ def serve(ctx: Context, bind: str | None, workers: int, threads: int) -> None:
 
 
 @main.command()
-@click.option("--threads", type=int, default=1, show_default=True, help="Worker threads in this process.")
+@click.option(
+    "--threads", type=int, default=1, show_default=True, help="Event worker threads in this process."
+)
+@click.option(
+    "--dispatchers", type=int, default=1, show_default=True, help="Delivery sender threads (0 = none)."
+)
 @pass_ctx
-def worker(ctx: Context, threads: int) -> None:
-    """Claim and handle stored events until stopped."""
+def worker(ctx: Context, threads: int, dispatchers: int) -> None:
+    """Handle stored events and send queued deliveries until stopped."""
+    from bot.delivery.dispatcher import DeliveryDispatcher
     from bot.worker import Worker
     from handlers import build_dispatcher
 
@@ -199,12 +213,18 @@ def worker(ctx: Context, threads: int) -> None:
         for _ in range(threads)
     ]
     runners = [threading.Thread(target=w.run_forever, args=(stop,), daemon=True) for w in loops]
+    if dispatchers:
+        sender = DeliveryDispatcher(services.settings, services.db, services.coordinator, services.client)
+        runners += [
+            threading.Thread(target=sender.run_forever, args=(stop,), daemon=True) for _ in range(dispatchers)
+        ]
     for thread in runners:
         thread.start()
     try:
         _wait_for_signal(stop)
     finally:
         services.coordinator.wake("inbox")
+        services.coordinator.wake("outbox")
         for thread in runners:
             thread.join(timeout=30)
 
@@ -334,10 +354,16 @@ def users_add(ctx: Context, username: str, role: str, password: str | None) -> N
 
 
 def _register_commands() -> None:
+    from bot.cli_ledger import ledger
+    from bot.cli_lint import lint
+    from bot.cli_scripts import scripts
     from bot.demo import demo
     from bot.wecom.simulator.cli import simulator
 
     main.add_command(demo)
+    main.add_command(ledger)
+    main.add_command(lint)
+    main.add_command(scripts)
     main.add_command(simulator)
 
 

@@ -9,7 +9,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, get_origin, get_type_hints
 
 ENV_PREFIX = "BOT_"
 CONFIG_ENV = "BOT_CONFIG"
@@ -77,6 +77,16 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True)
+class ComplianceSettings:
+    """Firm-specific inputs of the compliance checks on every outbound text."""
+
+    firm_name: str = "示例证券"
+    opt_out_instruction: str = "回复TD退订"
+    allowed_link_domains: tuple[str, ...] = ("work.weixin.qq.com", "weixin.qq.com")
+    not_advice_phrase: str = "仅供参考，不构成投资建议"
+
+
+@dataclass(frozen=True)
 class Settings:
     """All settings of one deployment."""
 
@@ -85,6 +95,7 @@ class Settings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     web: WebSettings = field(default_factory=WebSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    compliance: ComplianceSettings = field(default_factory=ComplianceSettings)
 
     def replace(self, **sections: Mapping[str, Any]) -> Settings:
         """Return a copy with some keys of some sections changed (used by tests and commands)."""
@@ -104,8 +115,13 @@ class Settings:
         return problems
 
 
-def _coerce(section: str, key: str, kind: type, value: Any) -> Any:
+def _coerce(section: str, key: str, kind: Any, value: Any) -> Any:
     where = f"{section}.{key}"
+    if get_origin(kind) is tuple:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+        return tuple(i.strip() for i in items if i.strip())
     if kind is bool:
         if isinstance(value, bool):
             return value

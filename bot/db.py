@@ -18,6 +18,7 @@ import migrations
 from bot.config import DatabaseSettings
 
 MIGRATIONS_DIR = Path(migrations.__file__).parent
+READ_ONLY_OPTION = "wecom_bot_read_only"
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -36,8 +37,10 @@ def _sqlite_setup(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         # IMMEDIATE takes the write lock up front, so a read-then-write transaction never
-        # fails with SQLITE_BUSY on lock upgrade.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # fails with SQLITE_BUSY on lock upgrade. Read-only work (verify, export) must not
+        # hold that lock, so it begins deferred and reads a WAL snapshot.
+        read_only = conn.get_execution_options().get(READ_ONLY_OPTION, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def make_engine(settings: DatabaseSettings) -> Engine:
@@ -77,6 +80,13 @@ class Database:
     def transaction(self) -> Iterator[Session]:
         """Yield a session inside one transaction: commit on success, roll back on error."""
         with self.sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """Yield a session for long reads that must not hold SQLite's write lock; never commits."""
+        engine = self.engine.execution_options(**{READ_ONLY_OPTION: True})
+        with Session(engine) as session:  # closing it rolls the read transaction back
             yield session
 
     def dispose(self) -> None:

@@ -8,6 +8,7 @@ import threading
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from bot.app import create_app
+from bot.delivery.dispatcher import DeliveryDispatcher
 from bot.services import Services
 from bot.worker import Worker
 from handlers import build_dispatcher
@@ -33,6 +34,13 @@ class EmbeddedRuntime:
             )
             for i in range(workers)
         ]
+        self.dispatcher = DeliveryDispatcher(
+            services.settings,
+            services.db,
+            services.coordinator,
+            services.client,
+            worker_id="embedded-dispatch",
+        )
         self._threads: list[threading.Thread] = []
 
     @property
@@ -47,6 +55,11 @@ class EmbeddedRuntime:
             threading.Thread(target=w.run_forever, args=(self.stop_event,), name=w.worker_id, daemon=True)
             for w in self.workers
         ]
+        self._threads.append(
+            threading.Thread(
+                target=self.dispatcher.run_forever, args=(self.stop_event,), name="dispatch", daemon=True
+            )
+        )
         for thread in self._threads:
             thread.start()
         log.info("serving on %s with %d worker(s)", self.url, len(self.workers))
@@ -56,6 +69,7 @@ class EmbeddedRuntime:
         """Stop the server and let workers finish the event in hand."""
         self.stop_event.set()
         self.services.coordinator.wake("inbox")
+        self.services.coordinator.wake("outbox")
         self.server.shutdown()
         self.server.server_close()
         for thread in self._threads:

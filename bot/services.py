@@ -8,6 +8,7 @@ from bot.config import Settings
 from bot.coordination import Coordinator, make_coordinator
 from bot.db import Database
 from bot.ingest import Ingestor
+from bot.wecom.client import WeComClient
 
 
 class Services:
@@ -27,7 +28,14 @@ class Services:
             return None
         return Ingestor(self.settings, self.db, self.coordinator)
 
+    @cached_property
+    def client(self) -> WeComClient:
+        """The WeCom API client, sharing tokens and rate limits through the coordinator."""
+        return WeComClient.from_settings(self.settings.wecom, self.coordinator)
+
     def close(self) -> None:
         """Release database and Redis connections."""
+        if "client" in self.__dict__:
+            self.client.close()
         self.coordinator.close()
         self.db.dispose()

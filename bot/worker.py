@@ -104,7 +104,10 @@ class Worker:
                 row.processed_at = now
                 row.lease_until = None
                 row.last_error = None
-                return Outcome(event_id, row.status, handler)
+                outcome = Outcome(event_id, row.status, handler)
+            for channel in ctx.wake_after_commit:
+                self.coordinator.wake(channel)
+            return outcome
         except Exception as exc:
             log.exception("event %s failed", event_id)
             return self._record_failure(event_id, f"{type(exc).__name__}: {exc}"[:2000])

@@ -1,19 +1,34 @@
 """SQLAlchemy 2 typed models, one module per aggregate; importing this registers them all."""
 
+from models.alerts import Alert
 from models.audit import AuditEntry
 from models.base import Base, utcnow
 from models.contacts import ContactRelation, RelationStatus
+from models.deliveries import Channel, Delivery, DeliveryStatus
 from models.inbox import EventStatus, InboundEvent
+from models.ledger import LedgerEntry
+from models.scripts import Approval, Audience, Script, ScriptKind, ScriptVersion, VersionStatus
 from models.users import Role, User
 
 __all__ = [
+    "Alert",
+    "Approval",
+    "Audience",
     "AuditEntry",
     "Base",
+    "Channel",
     "ContactRelation",
+    "Delivery",
+    "DeliveryStatus",
     "EventStatus",
     "InboundEvent",
+    "LedgerEntry",
     "RelationStatus",
     "Role",
+    "Script",
+    "ScriptKind",
+    "ScriptVersion",
     "User",
+    "VersionStatus",
     "utcnow",
 ]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 
 from bot.config import Settings
 from bot.coordination import Coordinator, MemoryCoordinator
@@ -137,3 +138,23 @@ def coordinator(settings: Settings) -> Iterator[Coordinator]:
 def services(settings: Settings, db: Database, coordinator: Coordinator) -> Services:
     """Wired services over the test database and coordinator."""
     return Services(settings, db=db, coordinator=coordinator)
+
+
+@pytest.fixture
+def env(services: Services) -> dict[str, str]:
+    """Environment for running commands against the test database and Redis namespace."""
+    s = services.settings
+    return {
+        "BOT_DATABASE__URL": s.database.url,
+        "BOT_REDIS__URL": s.redis.url,
+        "BOT_REDIS__NAMESPACE": s.redis.namespace,
+        "BOT_CONFIG": "",
+        "BOT_ADMIN_USERNAME": "",
+        "BOT_ADMIN_PASSWORD": "",
+    }
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    """A click runner for the `wecom-bot` commands."""
+    return CliRunner()

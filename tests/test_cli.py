@@ -18,24 +18,6 @@ from tests.callbacks import envelope, params_of, text_message
 from tests.conftest import TEST_AES_KEY, TEST_CORP_ID, TEST_TOKEN
 
 
-@pytest.fixture
-def env(services: Services) -> dict[str, str]:
-    s = services.settings
-    return {
-        "BOT_DATABASE__URL": s.database.url,
-        "BOT_REDIS__URL": s.redis.url,
-        "BOT_REDIS__NAMESPACE": s.redis.namespace,
-        "BOT_CONFIG": "",
-        "BOT_ADMIN_USERNAME": "",
-        "BOT_ADMIN_PASSWORD": "",
-    }
-
-
-@pytest.fixture
-def runner() -> CliRunner:
-    return CliRunner()
-
-
 def usernames(services: Services) -> list[tuple[str, str]]:
     with services.db.transaction() as session:
         return [(u.username, u.role) for u in session.scalars(select(User).order_by(User.id))]

@@ -35,3 +35,16 @@ def test_upgrade_downgrade_roundtrip(tmp_path: Path) -> None:
     migrate(engine)
     assert "inbound_events" in sa.inspect(engine).get_table_names()
     engine.dispose()
+
+
+def test_long_reads_do_not_hold_the_write_lock(db: Database) -> None:
+    from models.audit import AuditEntry
+    from models.base import utcnow
+
+    with db.read() as reader:
+        reader.execute(sa.select(sa.func.count()).select_from(AuditEntry))
+        # This would wait for the reader if reads took SQLite's write lock.
+        with db.transaction() as writer:
+            writer.add(AuditEntry(at=utcnow(), actor="t", action="t", target="t", detail={}))
+    with db.read() as reader:
+        assert reader.scalar(sa.select(sa.func.count()).select_from(AuditEntry)) == 1

@@ -82,9 +82,7 @@ class RedisCoordinator(Coordinator):
     def wait(self, channel: str, timeout_s: float) -> bool:
         pubsub = self._pubsubs.get(channel)
         if pubsub is None:
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-            pubsub.subscribe(self._key("wake", channel))
-            self._pubsubs[channel] = pubsub
+            pubsub = self._subscribe(channel)
         deadline = time.monotonic() + timeout_s
         woken = False
         while True:
@@ -92,7 +90,20 @@ class RedisCoordinator(Coordinator):
             message = pubsub.get_message(timeout=max(0.0, remaining) if not woken else 0.0)
             if message is None:
                 return woken
-            woken = True  # drain the backlog so one wake-up is not counted twice
+            if message.get("type") == "message":
+                woken = True  # keep draining so one wake-up is not counted twice
+
+    def _subscribe(self, channel: str) -> Any:
+        """Subscribe and wait for Redis to confirm, so a wake-up published right after is not missed."""
+        pubsub = self._client.pubsub()
+        pubsub.subscribe(self._key("wake", channel))
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=0.1)
+            if message is not None and message.get("type") == "subscribe":
+                break
+        self._pubsubs[channel] = pubsub
+        return pubsub
 
     def lock(self, name: str, ttl_s: float) -> Lock:
         return _RedisLock(self._client, self._key("lock", name), ttl_s)

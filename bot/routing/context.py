@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
 from bot.config import Settings
 from models.audit import AuditEntry
+
+if TYPE_CHECKING:
+    from models.deliveries import Delivery
 
 
 @dataclass
@@ -22,6 +25,7 @@ class HandlerContext:
     now: datetime
     event_id: int
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("wecom_bot.handlers"))
+    wake_after_commit: set[str] = field(default_factory=set)
 
     def audit(self, action: str, target: str, actor: str = "bot", **detail: Any) -> None:
         """Record a state change in the audit trail, in the handler's transaction."""
@@ -34,3 +38,13 @@ class HandlerContext:
                 detail={"event": self.event_id, **detail},
             )
         )
+
+    def queue(self, **kwargs: Any) -> Delivery:
+        """Queue an outbound message in this transaction (see bot.delivery.outbox.enqueue)."""
+        from bot.delivery.outbox import OUTBOX_CHANNEL, enqueue
+        from scripts_library.catalogue import policy_from_settings
+
+        policy = policy_from_settings(self.settings.compliance)
+        delivery = enqueue(self.session, policy=policy, now=self.now, **kwargs)
+        self.wake_after_commit.add(OUTBOX_CHANNEL)
+        return delivery

@@ -1,0 +1,1 @@
+"""Outbound messages: the outbox (write side, in handler transactions) and the dispatcher (send side)."""

@@ -1,0 +1,270 @@
+"""Sends queued deliveries through the WeCom API: rate-limited, outside any database transaction."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, select, update
+
+from bot.config import Settings
+from bot.coordination import Coordinator
+from bot.db import Database
+from bot.delivery.outbox import OUTBOX_CHANNEL
+from bot.wecom.client import WeComClient
+from bot.wecom.errors import ErrorKind, WeComAPIError
+from bot.worker import backoff_delay
+from models.alerts import Alert
+from models.base import utcnow
+from models.deliveries import Channel, Delivery, DeliveryStatus
+from scripts_library import ledger
+
+log = logging.getLogger("wecom_bot.dispatcher")
+
+# Per corp per API WeCom allows 10,000 calls a minute; stay below it across all replicas.
+API_RATE_PER_S = 9000 / 60
+API_BURST = 200
+# Per member WeCom silently drops app messages beyond 30 a minute: never get near it.
+MEMBER_RATE_PER_S = 20 / 60
+MEMBER_BURST = 20
+MAX_TRANSIENT_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class Route:
+    """Which API and which app's secret a channel uses."""
+
+    api: str
+    app: str
+
+
+ROUTES = {
+    Channel.CONTACT_WELCOME: Route("externalcontact/send_welcome_msg", "contact"),
+    Channel.KF_WELCOME: Route("kf/send_msg_on_event", "kf"),
+    Channel.KF_TEXT: Route("kf/send_msg", "kf"),
+    Channel.APP_MESSAGE: Route("message/send", "agent"),
+}
+
+
+def build_request(row: Delivery, agent_id: int) -> dict[str, Any]:
+    """The JSON body for the channel's API, from the delivery row."""
+    text = {"content": row.text}
+    p = row.params
+    if row.channel == Channel.CONTACT_WELCOME:
+        return {"welcome_code": p["welcome_code"], "text": text}
+    if row.channel == Channel.KF_WELCOME:
+        return {"code": p["code"], "msgid": f"d{row.id}", "msgtype": "text", "text": text}
+    if row.channel == Channel.KF_TEXT:
+        return {
+            "touser": row.recipient,
+            "open_kfid": p["open_kfid"],
+            "msgid": f"d{row.id}",
+            "msgtype": "text",
+            "text": text,
+        }
+    if row.channel == Channel.APP_MESSAGE:
+        if "template_card" in p:
+            card = p["template_card"]
+            return {
+                "touser": row.recipient,
+                "agentid": agent_id,
+                "msgtype": "template_card",
+                "template_card": card,
+            }
+        return {"touser": row.recipient, "agentid": agent_id, "msgtype": "text", "text": text}
+    raise ValueError(f"unknown channel {row.channel!r}")
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    """What happened to one claimed delivery."""
+
+    delivery_id: int
+    status: str
+    errcode: int | None = None
+
+
+class DeliveryDispatcher:
+    """Claims due deliveries, sends each once, and records the outcome with a ledger entry."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        coordinator: Coordinator,
+        client: WeComClient,
+        worker_id: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.coordinator = coordinator
+        self.client = client
+        self.worker_id = worker_id or f"dispatch:{socket.gethostname()}:{os.getpid()}"
+        self.clock = clock
+
+    def claim(self, limit: int = 20) -> list[int]:
+        """Lease due deliveries, most urgent first; a lapsed `sending` lease is flagged, not resent."""
+        now = self.clock()
+        t = Delivery
+        with self.db.transaction() as session:
+            lapsed = list(
+                session.scalars(
+                    select(t)
+                    .where(t.status == DeliveryStatus.SENDING, t.lease_until < now)
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            for row in lapsed:
+                self._flag_unknown(session, row, now)
+            due = and_(t.status == DeliveryStatus.QUEUED, t.next_attempt_at <= now)
+            stmt = select(t.id).where(due).order_by(t.priority, t.next_attempt_at, t.id).limit(limit)
+            ids = list(session.scalars(stmt.with_for_update(skip_locked=True)))
+            if ids:
+                session.execute(
+                    update(t)
+                    .where(t.id.in_(ids))
+                    .values(
+                        status=DeliveryStatus.SENDING,
+                        locked_by=self.worker_id,
+                        lease_until=now + timedelta(seconds=self.settings.worker.lease_s),
+                        attempts=t.attempts + 1,
+                    )
+                )
+        return ids
+
+    def _flag_unknown(self, session: Any, row: Delivery, now: datetime) -> None:
+        # The process died during the API call: WeCom may or may not have delivered it. Sending
+        # again could double a customer message, so a person decides.
+        row.status = DeliveryStatus.UNKNOWN
+        row.error = "sender stopped during the API call; delivery not confirmed"
+        row.lease_until = None
+        session.add(
+            Alert(
+                raised_at=now,
+                kind="delivery.unknown",
+                severity="warning",
+                audience="operator",
+                message=f"delivery {row.id} to {row.recipient} ({row.channel}) may or may not have been sent",
+                detail={"delivery": row.id},
+            )
+        )
+        if row.ledger_seq is not None:
+            ledger.append_outcome(session, row.ledger_seq, "unknown", detail=row.error, now=now)
+
+    def send(self, delivery_id: int) -> SendOutcome:
+        """Send one claimed delivery; the API call happens with no transaction open."""
+        with self.db.transaction() as session:
+            row = session.get(Delivery, delivery_id)
+            if row is None or row.status != DeliveryStatus.SENDING or row.locked_by != self.worker_id:
+                return SendOutcome(delivery_id, "lost-lease")
+            session.expunge(row)
+        now = self.clock()
+        if row.deadline is not None and now >= row.deadline:
+            return self._finish(row, DeliveryStatus.EXPIRED, error="deadline passed before sending")
+        route = ROUTES[Channel(row.channel)]
+        wait = self.coordinator.take_token(f"wecom-api:{route.api}", API_RATE_PER_S, API_BURST)
+        if row.channel == Channel.APP_MESSAGE and wait == 0:
+            wait = self.coordinator.take_token(
+                f"wecom-member:{row.recipient}", MEMBER_RATE_PER_S, MEMBER_BURST
+            )
+        if wait > 0:
+            return self._finish(row, DeliveryStatus.QUEUED, retry_in=wait, count_attempt=False)
+        try:
+            result = self.client.post(
+                route.api, build_request(row, self.settings.wecom.agent_id), app=route.app
+            )
+        except WeComAPIError as exc:
+            return self._failed(row, exc)
+        wecom_id = str(result.get("msgid") or "")
+        return self._finish(row, DeliveryStatus.SENT, wecom_id=wecom_id)
+
+    def _failed(self, row: Delivery, exc: WeComAPIError) -> SendOutcome:
+        error = f"{exc.errcode}: {exc.errmsg}"
+        if exc.kind == ErrorKind.RATE_LIMITED:
+            return self._finish(
+                row, DeliveryStatus.QUEUED, retry_in=exc.retry_after_s or 60, errcode=exc.errcode, error=error
+            )
+        if exc.retryable and row.attempts < MAX_TRANSIENT_ATTEMPTS:
+            delay = backoff_delay(
+                row.attempts, self.settings.worker.backoff_base_s, self.settings.worker.backoff_max_s
+            )
+            return self._finish(row, DeliveryStatus.QUEUED, retry_in=delay, errcode=exc.errcode, error=error)
+        log.warning("delivery %s failed permanently: %s", row.id, error)
+        return self._finish(row, DeliveryStatus.FAILED, errcode=exc.errcode, error=error)
+
+    def _finish(
+        self,
+        row: Delivery,
+        status: str,
+        *,
+        retry_in: float | None = None,
+        wecom_id: str = "",
+        errcode: int | None = None,
+        error: str | None = None,
+        count_attempt: bool = True,
+    ) -> SendOutcome:
+        now = self.clock()
+        with self.db.transaction() as session:
+            current = session.get(Delivery, row.id, with_for_update=True)
+            if (
+                current is None
+                or current.locked_by != self.worker_id
+                or current.status != DeliveryStatus.SENDING
+            ):
+                return SendOutcome(row.id, "lost-lease")
+            current.status = status
+            current.lease_until = None
+            current.errcode = errcode
+            current.error = error
+            if not count_attempt:
+                current.attempts -= 1
+            if retry_in is not None:
+                current.next_attempt_at = now + timedelta(seconds=retry_in)
+            if status == DeliveryStatus.SENT:
+                current.sent_at = now
+                current.wecom_id = wecom_id
+            if status != DeliveryStatus.QUEUED and current.ledger_seq is not None:
+                detail = error or ""
+                ledger.append_outcome(
+                    session, current.ledger_seq, status, wecom_id=wecom_id, detail=detail, now=now
+                )
+        return SendOutcome(row.id, status, errcode)
+
+    def run_once(self) -> list[SendOutcome]:
+        """Claim a batch and send it."""
+        return [self.send(delivery_id) for delivery_id in self.claim()]
+
+    def drain(self, max_batches: int = 100) -> list[SendOutcome]:
+        """Send until nothing is due (commands and tests)."""
+        outcomes: list[SendOutcome] = []
+        for _ in range(max_batches):
+            batch = self.run_once()
+            if not batch:
+                break
+            outcomes.extend(batch)
+        return outcomes
+
+    def run_forever(self, stop: threading.Event) -> None:
+        """Send as deliveries are queued; woken at once by handlers, polling once a second otherwise."""
+        log.info("dispatcher %s started", self.worker_id)
+        while not stop.is_set():
+            try:
+                sent = self.run_once()
+            except Exception:
+                log.exception("dispatch round failed")
+                stop.wait(1.0)
+                continue
+            if not sent:
+                try:
+                    self.coordinator.wait(OUTBOX_CHANNEL, 0.5)
+                except Exception:
+                    time.sleep(0.5)
+        log.info("dispatcher %s stopped", self.worker_id)

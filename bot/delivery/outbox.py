@@ -1,0 +1,98 @@
+"""Queue approved, rendered, linted messages as delivery rows inside the caller's transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models.base import utcnow
+from models.deliveries import Delivery, DeliveryStatus
+from scripts_library import ledger
+from scripts_library.catalogue import MessageBlocked, compose
+from scripts_library.compliance import LintPolicy
+
+OUTBOX_CHANNEL = "outbox"
+
+
+def enqueue(
+    session: Session,
+    *,
+    purpose_key: str,
+    channel: str,
+    recipient: str,
+    script_key: str,
+    values: Mapping[str, Mapping[str, Any]],
+    policy: LintPolicy,
+    sender: str = "",
+    params: Mapping[str, Any] | None = None,
+    priority: int = 100,
+    deadline: datetime | None = None,
+    now: datetime | None = None,
+) -> Delivery:
+    """Queue one message for `purpose_key` (idempotent); blocked texts are kept as such, never sent.
+
+    The text comes only from an approved, currently valid script version; the final rendered
+    text is linted again here. A pass is queued and written to the send ledger; a review verdict
+    is held for a person; a block raises an alert and is recorded with status `blocked`.
+    """
+    existing = session.scalars(select(Delivery).where(Delivery.purpose_key == purpose_key)).first()
+    if existing is not None:
+        return existing
+    now = now or utcnow()
+    row = Delivery(
+        purpose_key=purpose_key,
+        channel=channel,
+        recipient=recipient,
+        sender=sender,
+        params=dict(params or {}),
+        priority=priority,
+        deadline=deadline,
+        created_at=now,
+        next_attempt_at=now,
+    )
+    try:
+        composed = compose(session, script_key, values, policy, at=now, recipient=recipient)
+    except MessageBlocked as exc:
+        version = exc.version
+        row.script_key, row.script_version, row.approval_id = script_key, version.number, exc.approval.id
+        row.content_hash, row.text = version.content_hash, exc.text
+        row.lint_verdict, row.lexicon_version = exc.result.verdict, exc.result.lexicon_version
+        row.status = DeliveryStatus.BLOCKED
+        session.add(row)
+        session.flush()
+        return row
+    row.script_key, row.approval_id = script_key, composed.approval.id
+    row.script_version = composed.version.number
+    row.content_hash, row.text = composed.version.content_hash, composed.text
+    row.lint_verdict, row.lexicon_version = composed.lint.verdict, composed.lint.lexicon_version
+    row.status = DeliveryStatus.HELD if composed.held else DeliveryStatus.QUEUED
+    session.add(row)
+    session.flush()
+    if row.status == DeliveryStatus.QUEUED:
+        record_in_ledger(session, row, now)
+    return row
+
+
+def record_in_ledger(session: Session, row: Delivery, now: datetime) -> None:
+    """Write the message to the send ledger as queued; the dispatcher appends its outcome."""
+    entry = ledger.append_message(
+        session,
+        recipient=row.recipient,
+        sender=row.sender,
+        channel=row.channel,
+        script_key=row.script_key,
+        script_version=row.script_version,
+        content_hash=row.content_hash,
+        approval_id=row.approval_id,
+        rendered_text=row.text,
+        lint_verdict=row.lint_verdict,
+        lexicon_version=row.lexicon_version,
+        outcome="queued",
+        detail=f"delivery {row.id} ({row.purpose_key})",
+        now=now,
+    )
+    row.ledger_seq = entry.seq

@@ -1,0 +1,376 @@
+"""The script catalogue and its maker–checker workflow; the final gate before anything is sent."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from bot.config import ComplianceSettings
+from models.alerts import Alert
+from models.audit import AuditEntry
+from models.base import utcnow
+from models.scripts import Approval, Audience, Script, ScriptKind, ScriptVersion, VersionStatus
+from models.users import Role, User
+from scripts_library.compliance import LintPolicy, LintResult, lint
+from scripts_library.rendering import check_template, render, sample_render
+
+AUTHOR_ROLES = frozenset({Role.ADMIN, Role.OPERATOR})
+STAFF_KINDS = frozenset({ScriptKind.HANDOFF_BRIEF, ScriptKind.STAFF_REMINDER})
+
+
+class WorkflowError(ValueError):
+    """A catalogue action is not allowed as asked; the message says why."""
+
+
+class PermissionDenied(WorkflowError):
+    """The actor's role or relation to the version does not allow the action."""
+
+
+class NotSendable(WorkflowError):
+    """No approved, valid version exists for the script at the time of sending."""
+
+
+class MessageBlocked(WorkflowError):
+    """The final rendered text failed the compliance lint; it is not sent and an alert is raised."""
+
+    def __init__(
+        self, message: str, result: LintResult, text: str, version: ScriptVersion, approval: Approval
+    ) -> None:
+        super().__init__(message)
+        self.result = result
+        self.text = text
+        self.version = version
+        self.approval = approval
+
+
+@dataclass(frozen=True)
+class SavedVersion:
+    """A saved draft with the lint the author sees and the preview it was run on."""
+
+    version: ScriptVersion
+    preview: str
+    lint: LintResult
+
+
+@dataclass(frozen=True)
+class Composed:
+    """A rendered outbound text, tied to the approval that allows it; `held` means human review."""
+
+    text: str
+    script: Script
+    version: ScriptVersion
+    approval: Approval
+    lint: LintResult
+
+    @property
+    def held(self) -> bool:
+        """Whether a reviewer must release this message before it goes out."""
+        return self.lint.verdict == "review"
+
+
+def content_hash(body: str) -> str:
+    """SHA-256 of a script body: what an approval is bound to."""
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+def policy_from_settings(settings: ComplianceSettings) -> LintPolicy:
+    """The linter's firm-specific policy from the `[compliance]` settings."""
+    base = LintPolicy()
+    return LintPolicy(
+        firm_name=settings.firm_name,
+        allowed_link_domains=settings.allowed_link_domains,
+        opt_out_phrases=(settings.opt_out_instruction, *base.opt_out_phrases),
+        not_advice_phrases=(settings.not_advice_phrase, *base.not_advice_phrases),
+    )
+
+
+def _audit(session: Session, actor: str, action: str, target: str, **detail: Any) -> None:
+    session.add(AuditEntry(at=utcnow(), actor=actor, action=action, target=target, detail=detail))
+
+
+def actor(session: Session, username: str) -> User:
+    """Resolve an active account by name, or refuse."""
+    user = session.scalars(select(User).where(User.username == username)).first()
+    if user is None or not user.active:
+        raise PermissionDenied(f"no active account named {username!r}")
+    return user
+
+
+def get_script(session: Session, key: str) -> Script:
+    """Return the script with `key`, or refuse with a clear error."""
+    script = session.scalars(select(Script).where(Script.key == key)).first()
+    if script is None:
+        raise WorkflowError(f"no script {key!r}")
+    return script
+
+
+def get_version(session: Session, key: str, number: int) -> ScriptVersion:
+    """Return version `number` of script `key`."""
+    script = get_script(session, key)
+    version = session.scalars(
+        select(ScriptVersion).where(ScriptVersion.script_id == script.id, ScriptVersion.number == number)
+    ).first()
+    if version is None:
+        raise WorkflowError(f"script {key!r} has no version {number}")
+    return version
+
+
+def create_script(session: Session, key: str, kind: str, username: str, description: str = "") -> Script:
+    """Register a new script key of a kind; authors only."""
+    user = actor(session, username)
+    if user.role not in AUTHOR_ROLES:
+        raise PermissionDenied(f"{username} ({user.role}) may not create scripts")
+    if kind not in ScriptKind.__members__.values():
+        raise WorkflowError(f"unknown kind {kind!r}; kinds: {', '.join(ScriptKind)}")
+    if not key or len(key) > 64 or not key.replace("_", "").replace("-", "").isalnum() or not key.isascii():
+        raise WorkflowError("key: 1-64 ASCII letters, digits, '_' or '-'")
+    if session.scalars(select(Script.id).where(Script.key == key)).first() is not None:
+        raise WorkflowError(f"script {key!r} exists")
+    audience = Audience.STAFF if kind in STAFF_KINDS else Audience.CUSTOMER
+    script = Script(key=key, kind=kind, audience=audience, description=description)
+    session.add(script)
+    session.flush()
+    _audit(session, username, "script.create", f"script:{key}", kind=kind)
+    return script
+
+
+def preview_and_lint(body: str, kind: str, policy: LintPolicy) -> tuple[str, LintResult]:
+    """Check the template, render it with sample values and lint the result."""
+    check_template(body, kind)
+    preview = sample_render(body, kind)
+    return preview, lint(preview, kind=kind, policy=policy)
+
+
+def save_draft(session: Session, key: str, body: str, username: str, policy: LintPolicy) -> SavedVersion:
+    """Save the author's draft (a new version, or their open draft edited); show the lint."""
+    user = actor(session, username)
+    if user.role not in AUTHOR_ROLES:
+        raise PermissionDenied(f"{username} ({user.role}) may not edit scripts")
+    script = get_script(session, key)
+    if not body.strip():
+        raise WorkflowError("body is empty")
+    preview, result = preview_and_lint(body, script.kind, policy)
+    draft = session.scalars(
+        select(ScriptVersion).where(
+            ScriptVersion.script_id == script.id,
+            ScriptVersion.status == VersionStatus.DRAFT,
+            ScriptVersion.author == username,
+        )
+    ).first()
+    if draft is None:
+        number = (
+            session.scalar(select(func.max(ScriptVersion.number)).where(ScriptVersion.script_id == script.id))
+            or 0
+        ) + 1
+        draft = ScriptVersion(script_id=script.id, number=number, author=username, status=VersionStatus.DRAFT)
+        session.add(draft)
+    draft.body = body
+    draft.content_hash = content_hash(body)
+    draft.lint_verdict = result.verdict
+    draft.lint_findings = [f.to_dict() for f in result.findings]
+    draft.lexicon_version = result.lexicon_version
+    session.flush()
+    _audit(session, username, "script.save_draft", f"script:{key}:v{draft.number}", verdict=result.verdict)
+    return SavedVersion(draft, preview, result)
+
+
+def submit(session: Session, key: str, number: int, username: str, policy: LintPolicy) -> ScriptVersion:
+    """Freeze a draft and send it to compliance; only its author may."""
+    version = get_version(session, key, number)
+    if version.status != VersionStatus.DRAFT:
+        raise WorkflowError(f"{key} v{number} is {version.status}; only drafts can be submitted")
+    if version.author != username:
+        raise PermissionDenied(f"only the author ({version.author}) may submit {key} v{number}")
+    _, result = preview_and_lint(version.body, version.script.kind, policy)
+    version.status = VersionStatus.SUBMITTED
+    version.submitted_at = utcnow()
+    version.lint_verdict = result.verdict
+    version.lint_findings = [f.to_dict() for f in result.findings]
+    version.lexicon_version = result.lexicon_version
+    _audit(session, username, "script.submit", f"script:{key}:v{number}", verdict=result.verdict)
+    return version
+
+
+def _reviewer(session: Session, version: ScriptVersion, username: str, key: str) -> User:
+    user = actor(session, username)
+    if user.role != Role.COMPLIANCE:
+        raise PermissionDenied(f"{username} ({user.role}) is not a compliance reviewer")
+    if version.author == username:
+        raise PermissionDenied(f"{username} wrote {key} v{version.number} and may not review it")
+    if version.status != VersionStatus.SUBMITTED:
+        raise WorkflowError(
+            f"{key} v{version.number} is {version.status}; only submitted versions can be reviewed"
+        )
+    if version.content_hash != content_hash(version.body):
+        raise WorkflowError(f"{key} v{version.number} changed after submission; refusing to review it")
+    return user
+
+
+def _overlaps(a: Approval, start: datetime | None, end: datetime | None) -> bool:
+    a_start, a_end = a.valid_from, a.valid_until
+    return (end is None or a_start is None or a_start < end) and (
+        start is None or a_end is None or start < a_end
+    )
+
+
+def approve(
+    session: Session,
+    key: str,
+    number: int,
+    username: str,
+    policy: LintPolicy,
+    valid_from: datetime | None = None,
+    valid_until: datetime | None = None,
+    reason: str = "",
+) -> Approval:
+    """Approve a submitted version (compliance, never the author, never over a block)."""
+    version = get_version(session, key, number)
+    _reviewer(session, version, username, key)
+    if valid_from and valid_until and valid_until <= valid_from:
+        raise WorkflowError("valid_until must be after valid_from")
+    _, result = preview_and_lint(version.body, version.script.kind, policy)
+    if result.blocked:
+        rules = ", ".join(
+            sorted({f"{f.rule_id} ({f.matched})" for f in result.findings if f.severity == "block"})
+        )
+        raise WorkflowError(f"{key} v{number} fails the compliance lint and cannot be approved: {rules}")
+    now = utcnow()
+    previous = session.execute(
+        select(ScriptVersion, Approval)
+        .join(Approval, Approval.version_id == ScriptVersion.id)
+        .where(
+            ScriptVersion.script_id == version.script_id,
+            ScriptVersion.status == VersionStatus.APPROVED,
+            Approval.decision == "approved",
+        )
+    ).all()
+    for old_version, old_approval in previous:
+        if _overlaps(old_approval, valid_from, valid_until):
+            old_version.status = VersionStatus.SUPERSEDED
+            _audit(session, username, "script.supersede", f"script:{key}:v{old_version.number}", by=number)
+    approval = Approval(
+        version_id=version.id,
+        decision="approved",
+        reviewer=username,
+        decided_at=now,
+        content_hash=version.content_hash,
+        reason=reason,
+        valid_from=valid_from,
+        valid_until=valid_until,
+    )
+    session.add(approval)
+    version.status = VersionStatus.APPROVED
+    version.lint_verdict = result.verdict
+    version.lexicon_version = result.lexicon_version
+    session.flush()
+    _audit(
+        session,
+        username,
+        "script.approve",
+        f"script:{key}:v{number}",
+        approval=approval.id,
+        hash=version.content_hash,
+    )
+    return approval
+
+
+def reject(session: Session, key: str, number: int, username: str, reason: str) -> Approval:
+    """Reject a submitted version with a reason the author will read."""
+    version = get_version(session, key, number)
+    _reviewer(session, version, username, key)
+    if not reason.strip():
+        raise WorkflowError("a rejection needs a reason")
+    decision = Approval(
+        version_id=version.id,
+        decision="rejected",
+        reviewer=username,
+        content_hash=version.content_hash,
+        reason=reason,
+    )
+    session.add(decision)
+    version.status = VersionStatus.REJECTED
+    session.flush()
+    _audit(session, username, "script.reject", f"script:{key}:v{number}", reason=reason)
+    return decision
+
+
+def retire(session: Session, key: str, number: int, username: str) -> ScriptVersion:
+    """Withdraw an approved version from use (authors or compliance)."""
+    user = actor(session, username)
+    if user.role not in AUTHOR_ROLES | {Role.COMPLIANCE}:
+        raise PermissionDenied(f"{username} ({user.role}) may not retire scripts")
+    version = get_version(session, key, number)
+    if version.status not in (VersionStatus.APPROVED, VersionStatus.SUBMITTED):
+        raise WorkflowError(f"{key} v{number} is {version.status}; nothing to retire")
+    version.status = VersionStatus.RETIRED
+    _audit(session, username, "script.retire", f"script:{key}:v{number}")
+    return version
+
+
+def sendable(session: Session, key: str, at: datetime) -> tuple[Script, ScriptVersion, Approval]:
+    """The newest approved version whose validity window contains `at`; refuse when there is none."""
+    script = session.scalars(select(Script).where(Script.key == key)).first()
+    if script is None:
+        raise NotSendable(f"no script {key!r}: nothing can be sent under that key")
+    rows = session.execute(
+        select(ScriptVersion, Approval)
+        .join(Approval, Approval.version_id == ScriptVersion.id)
+        .where(
+            ScriptVersion.script_id == script.id,
+            ScriptVersion.status == VersionStatus.APPROVED,
+            Approval.decision == "approved",
+        )
+        .order_by(Approval.decided_at.desc(), Approval.id.desc())
+    ).all()
+    for version, approval in rows:
+        if approval.valid_from and at < approval.valid_from:
+            continue
+        if approval.valid_until and at >= approval.valid_until:
+            continue
+        if approval.content_hash != version.content_hash or version.content_hash != content_hash(
+            version.body
+        ):
+            raise NotSendable(f"{key} v{version.number} does not match its approval; refusing to send")
+        return script, version, approval
+    raise NotSendable(f"no approved version of {key!r} is valid at {at.isoformat()}")
+
+
+def compose(
+    session: Session,
+    key: str,
+    values: Mapping[str, Mapping[str, Any]],
+    policy: LintPolicy,
+    at: datetime | None = None,
+    recipient: str = "",
+) -> Composed:
+    """Render the sendable version with real values and lint the final text; a block raises and alerts."""
+    at = at or utcnow()
+    script, version, approval = sendable(session, key, at)
+    text = render(version.body, script.kind, values)
+    result = lint(text, kind=script.kind, policy=policy)
+    if result.blocked:
+        rules = sorted({f.rule_id for f in result.findings if f.severity == "block"})
+        session.add(
+            Alert(
+                raised_at=at,
+                kind="send.blocked",
+                severity="critical",
+                audience="both",
+                message=f"{key} v{version.number} to {recipient or '(unknown)'} blocked: {', '.join(rules)}",
+                detail={
+                    "script": key,
+                    "version": version.number,
+                    "recipient": recipient,
+                    "lint": result.to_dict(),
+                },
+            )
+        )
+        message = f"final text of {key} v{version.number} blocked by {', '.join(rules)}"
+        raise MessageBlocked(message, result, text, version, approval)
+    return Composed(text, script, version, approval, result)

@@ -1,0 +1,297 @@
+"""The append-only send ledger: hash-chained appends, chain verification and regulator exports.
+
+Each row's `entry_hash` is sha256(prev_hash + canonical JSON of its content), so altering, removing
+or reordering a row breaks the chain. Outcomes never update a message row: they are appended as
+`outcome` rows whose `ref_seq` names the message. The caller owns the session and the transaction.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, TextIO
+
+from sqlalchemy import ColumnElement, RowMapping, and_, select, text
+from sqlalchemy.orm import Session, aliased
+
+from models.base import utcnow
+from models.ledger import LedgerEntry
+
+GENESIS_HASH = "0" * 64
+# Arbitrary but fixed: every process appending to the ledger serializes on this advisory lock.
+LEDGER_LOCK_KEY = 0x5E4D_1ED6_E800_0001
+MESSAGE, OUTCOME = "message", "outcome"
+
+# The hashed fields, fixed forever: adding a column to the table must not change old rows' hashes.
+HASHED_FIELDS: tuple[str, ...] = (
+    "seq",
+    "recorded_at",
+    "entry_type",
+    "ref_seq",
+    "recipient",
+    "sender",
+    "channel",
+    "script_key",
+    "script_version",
+    "content_hash",
+    "approval_id",
+    "rendered_text",
+    "lint_verdict",
+    "lexicon_version",
+    "wecom_id",
+    "outcome",
+    "detail",
+)
+EXPORT_FIELDS: tuple[str, ...] = (*HASHED_FIELDS, "prev_hash", "entry_hash")
+_COLUMNS = tuple(getattr(LedgerEntry, name) for name in EXPORT_FIELDS)
+
+ExportFormat = Literal["csv", "jsonl"]
+
+
+class LedgerError(ValueError):
+    """A ledger operation was asked for something invalid."""
+
+
+def format_time(value: datetime) -> str:
+    """Render an aware datetime in the one fixed UTC format used for hashing and export."""
+    if value.tzinfo is None:
+        raise LedgerError("naive datetimes are not recorded; pass an aware UTC datetime")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _plain(value: Any) -> Any:
+    return format_time(value) if isinstance(value, datetime) else value
+
+
+def canonical_json(fields: Mapping[Any, Any]) -> str:
+    """The canonical JSON of an entry's hashed fields (sorted keys, compact, UTF-8 text)."""
+    data = {name: _plain(fields[name]) for name in HASHED_FIELDS}
+    return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def compute_hash(prev_hash: str, fields: Mapping[Any, Any]) -> str:
+    """sha256 hex of the previous entry's hash followed by this entry's canonical JSON."""
+    return hashlib.sha256((prev_hash + canonical_json(fields)).encode("utf-8")).hexdigest()
+
+
+def _append(session: Session, now: datetime | None, fields: dict[str, Any]) -> LedgerEntry:
+    if session.get_bind().dialect.name == "postgresql":
+        # Held to commit, and under READ COMMITTED the head read after it sees the last committed
+        # append. SQLite needs nothing: the app's transactions BEGIN IMMEDIATE. Unique seq backstops both.
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LEDGER_LOCK_KEY})
+    head = session.execute(
+        select(LedgerEntry.seq, LedgerEntry.entry_hash).order_by(LedgerEntry.seq.desc()).limit(1)
+    ).first()
+    seq, prev_hash = (head.seq, head.entry_hash) if head else (0, GENESIS_HASH)
+    fields = {**fields, "seq": seq + 1, "recorded_at": now or utcnow()}
+    entry = LedgerEntry(**fields, prev_hash=prev_hash, entry_hash=compute_hash(prev_hash, fields))
+    session.add(entry)
+    session.flush()
+    return entry
+
+
+def append_message(
+    session: Session,
+    *,
+    recipient: str,
+    sender: str,
+    channel: str,
+    script_key: str,
+    script_version: int | None,
+    content_hash: str,
+    approval_id: int | None,
+    rendered_text: str,
+    lint_verdict: str,
+    lexicon_version: str,
+    wecom_id: str = "",
+    outcome: str = "queued",
+    detail: str = "",
+    now: datetime | None = None,
+) -> LedgerEntry:
+    """Append one outbound message to the chain (before it is sent) and return the new row."""
+    return _append(
+        session,
+        now,
+        {
+            "entry_type": MESSAGE,
+            "ref_seq": None,
+            "recipient": recipient,
+            "sender": sender,
+            "channel": channel,
+            "script_key": script_key,
+            "script_version": script_version,
+            "content_hash": content_hash,
+            "approval_id": approval_id,
+            "rendered_text": rendered_text,
+            "lint_verdict": lint_verdict,
+            "lexicon_version": lexicon_version,
+            "wecom_id": wecom_id,
+            "outcome": outcome,
+            "detail": detail,
+        },
+    )
+
+
+def append_outcome(
+    session: Session,
+    ref_seq: int,
+    outcome: str,
+    wecom_id: str = "",
+    detail: str = "",
+    now: datetime | None = None,
+) -> LedgerEntry:
+    """Append what became of message `ref_seq` (sent, failed, ...); the message row is never changed."""
+    if not outcome:
+        raise LedgerError("an outcome is required")
+    message = session.execute(
+        select(LedgerEntry.recipient, LedgerEntry.sender, LedgerEntry.channel).where(
+            LedgerEntry.seq == ref_seq, LedgerEntry.entry_type == MESSAGE
+        )
+    ).first()
+    if message is None:
+        raise LedgerError(f"no ledger message with seq {ref_seq}")
+    return _append(
+        session,
+        now,
+        {
+            "entry_type": OUTCOME,
+            "ref_seq": ref_seq,
+            # Copied so a per-recipient or per-channel query sees outcomes without a join.
+            "recipient": message.recipient,
+            "sender": message.sender,
+            "channel": message.channel,
+            "script_key": "",
+            "script_version": None,
+            "content_hash": "",
+            "approval_id": None,
+            "rendered_text": "",
+            "lint_verdict": "",
+            "lexicon_version": "",
+            "wecom_id": wecom_id,
+            "outcome": outcome,
+            "detail": detail,
+        },
+    )
+
+
+def _rows(session: Session, where: tuple[ColumnElement[bool], ...], batch: int) -> Iterator[RowMapping]:
+    """Rows in seq order, `batch` at a time by keyset, so memory stays constant however long the ledger."""
+    last: int | None = None
+    while True:
+        stmt = select(*_COLUMNS).where(*where).order_by(LedgerEntry.seq).limit(batch)
+        if last is not None:
+            stmt = stmt.where(LedgerEntry.seq > last)
+        rows = session.execute(stmt).mappings().all()
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1]["seq"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One integrity problem: the seq it concerns, its kind and what is wrong."""
+
+    seq: int
+    kind: str  # altered | broken_link | missing | bad_reference | anchor
+    detail: str
+
+    def __str__(self) -> str:
+        return f"seq {self.seq}: {self.kind}: {self.detail}"
+
+
+@dataclass
+class VerifyReport:
+    """What verification found, and the head (seq, hash) to anchor outside the database."""
+
+    count: int = 0
+    head_seq: int = 0
+    head_hash: str = GENESIS_HASH
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the chain is intact."""
+        return not self.problems
+
+
+def verify(session: Session, batch: int = 5000, anchor: tuple[int, str] | None = None) -> VerifyReport:
+    """Walk the chain in seq order; report altered, unlinked, missing rows and dangling outcomes.
+
+    `anchor` is a (seq, entry_hash) recorded outside the database earlier: rows removed from the
+    end of the chain, or a chain rewritten wholesale, are only detectable against it.
+    """
+    report = VerifyReport()
+    problems = report.problems
+    anchor_found = False
+    for row in _rows(session, (), batch):
+        seq = row["seq"]
+        if seq > report.head_seq + 1:
+            first, last = report.head_seq + 1, seq - 1
+            span = f"seq {first}" if first == last else f"seq {first}..{last} ({last - first + 1} rows)"
+            problems.append(Problem(seq, "missing", f"{span} missing before this row"))
+        elif row["prev_hash"] != report.head_hash:
+            before = f"entry {report.head_seq}'s hash" if report.head_seq else "the genesis hash"
+            problems.append(Problem(seq, "broken_link", f"prev_hash does not match {before}"))
+        if compute_hash(row["prev_hash"], row) != row["entry_hash"]:
+            problems.append(Problem(seq, "altered", "contents do not match entry_hash"))
+        if anchor is not None and seq == anchor[0]:
+            anchor_found = True
+            if row["entry_hash"] != anchor[1]:
+                problems.append(Problem(seq, "anchor", "entry_hash differs from the anchored hash"))
+        report.count += 1
+        report.head_seq, report.head_hash = seq, row["entry_hash"]
+    if anchor is not None and not anchor_found:
+        problems.append(Problem(anchor[0], "anchor", "anchored row is gone (ledger truncated?)"))
+
+    message = aliased(LedgerEntry)
+    dangling = (
+        select(LedgerEntry.seq, LedgerEntry.ref_seq)
+        .outerjoin(
+            message,
+            and_(
+                message.seq == LedgerEntry.ref_seq,
+                message.entry_type == MESSAGE,
+                message.seq < LedgerEntry.seq,
+            ),
+        )
+        .where(LedgerEntry.entry_type == OUTCOME, message.id.is_(None))
+    )
+    for seq, ref_seq in session.execute(dangling):
+        problems.append(Problem(seq, "bad_reference", f"outcome references no earlier message {ref_seq}"))
+    problems.sort(key=lambda p: p.seq)
+    return report
+
+
+def export(
+    session: Session,
+    since: datetime,
+    until: datetime,
+    fmt: ExportFormat,
+    out: TextIO,
+    batch: int = 5000,
+) -> int:
+    """Stream entries recorded in [since, until) to `out` as CSV or JSON Lines; return how many.
+
+    Every column is written, hashes included, with times in the hashing format, so a recipient can
+    recompute each entry_hash from a JSONL export.
+    """
+    if fmt not in ("csv", "jsonl"):
+        raise LedgerError(f"unknown export format {fmt!r}: use csv or jsonl")
+    where = (LedgerEntry.recorded_at >= since, LedgerEntry.recorded_at < until)
+    writer = csv.DictWriter(out, EXPORT_FIELDS) if fmt == "csv" else None
+    if writer is not None:
+        writer.writeheader()
+    count = 0
+    for row in _rows(session, where, batch):
+        record = {name: _plain(row[name]) for name in EXPORT_FIELDS}
+        if writer is not None:
+            writer.writerow(record)
+        else:
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        count += 1
+    return count
