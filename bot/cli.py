@@ -354,6 +354,7 @@ def users_add(ctx: Context, username: str, role: str, password: str | None) -> N
 
 
 def _register_commands() -> None:
+    from bot.cli_leads import hookcodes, leads, members
     from bot.cli_ledger import ledger
     from bot.cli_lint import lint
     from bot.cli_scripts import scripts
@@ -361,7 +362,10 @@ def _register_commands() -> None:
     from bot.wecom.simulator.cli import simulator
 
     main.add_command(demo)
+    main.add_command(hookcodes)
+    main.add_command(leads)
     main.add_command(ledger)
+    main.add_command(members)
     main.add_command(lint)
     main.add_command(scripts)
     main.add_command(simulator)

@@ -97,7 +97,13 @@ class Worker:
                     return Outcome(event_id, "lost-lease")
                 now = self.clock()
                 event = parse_event(row.payload)
-                ctx = HandlerContext(session=session, settings=self.settings, now=now, event_id=event_id)
+                ctx = HandlerContext(
+                    session=session,
+                    settings=self.settings,
+                    now=now,
+                    event_id=event_id,
+                    received_at=row.received_at,
+                )
                 handler = self.dispatcher.dispatch(event, ctx)
                 row.status = EventStatus.DONE if handler else EventStatus.IGNORED
                 row.handled_by = handler

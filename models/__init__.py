@@ -6,11 +6,13 @@ from models.base import Base, utcnow
 from models.contacts import ContactRelation, RelationStatus
 from models.deliveries import Channel, Delivery, DeliveryStatus
 from models.inbox import EventStatus, InboundEvent
+from models.leads import PLATFORM_NAMES, HookCode, Lead, LeadTag, LeadTouch, Member, Platform
 from models.ledger import LedgerEntry
 from models.scripts import Approval, Audience, Script, ScriptKind, ScriptVersion, VersionStatus
 from models.users import Role, User
 
 __all__ = [
+    "PLATFORM_NAMES",
     "Alert",
     "Approval",
     "Audience",
@@ -21,8 +23,14 @@ __all__ = [
     "Delivery",
     "DeliveryStatus",
     "EventStatus",
+    "HookCode",
     "InboundEvent",
+    "Lead",
+    "LeadTag",
+    "LeadTouch",
     "LedgerEntry",
+    "Member",
+    "Platform",
     "RelationStatus",
     "Role",
     "Script",

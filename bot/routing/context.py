@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
@@ -24,6 +24,7 @@ class HandlerContext:
     settings: Settings
     now: datetime
     event_id: int
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("wecom_bot.handlers"))
     wake_after_commit: set[str] = field(default_factory=set)
 

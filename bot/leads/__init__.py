@@ -1,0 +1,1 @@
+"""Lead domain: attribution, scoring, assignment and handoff."""

@@ -1,0 +1,119 @@
+"""Customer-contact events: attribute the lead, welcome it within the 20 s window, keep records in step."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from bot.leads.attribution import Arrival, record_arrival
+from bot.routing import HandlerContext, Router, change_type
+from bot.wecom.events import ChangeType, Event, ExternalContactChange
+from handlers.relations import has_active_relation, record_transfer_failure, track_relation
+from models.alerts import Alert
+from models.deliveries import Channel, Delivery, DeliveryStatus
+from models.leads import PLATFORM_NAMES, Lead, Member, Platform
+from scripts_library.catalogue import NotSendable, sendable
+
+router = Router("contacts")
+
+WELCOME_WINDOW = timedelta(seconds=20)
+DEFAULT_WELCOME = "welcome_default"
+
+
+def _welcome_script(ctx: HandlerContext, platform: str | None) -> str | None:
+    candidates = ([f"welcome_{platform}"] if platform else []) + [DEFAULT_WELCOME]
+    for key in candidates:
+        try:
+            sendable(ctx.session, key, ctx.now)
+        except NotSendable:
+            continue
+        return key
+    return None
+
+
+def _queue_welcome(event: ExternalContactChange, ctx: HandlerContext, lead: Lead) -> None:
+    key = _welcome_script(ctx, lead.platform)
+    if key is None:
+        ctx.session.add(
+            Alert(
+                raised_at=ctx.now,
+                kind="welcome.no_script",
+                severity="critical",
+                audience="both",
+                message=f"no approved welcome for {lead.platform or 'unattributed'} leads; welcome not sent",
+                detail={"lead": lead.external_user_id, "platform": lead.platform},
+            )
+        )
+        return
+    member = ctx.session.get(Member, event.user_id)
+    platform_name = PLATFORM_NAMES.get(Platform(lead.platform), "") if lead.platform else ""
+    compliance = ctx.settings.compliance
+    ctx.queue(
+        purpose_key=f"welcome:{event.external_user_id}:{event.welcome_code}",
+        channel=Channel.CONTACT_WELCOME,
+        recipient=event.external_user_id,
+        sender=event.user_id,
+        script_key=key,
+        values={
+            "lead": {"display_name": lead.display_name},
+            "manager": {"name": member.name if member else ""},
+            "hook": {"platform_name": platform_name},
+            "firm": {"name": compliance.firm_name, "opt_out": compliance.opt_out_instruction},
+        },
+        params={"welcome_code": event.welcome_code},
+        priority=0,
+        deadline=ctx.received_at + WELCOME_WINDOW,
+    )
+
+
+@router.on(
+    ExternalContactChange, change_type(ChangeType.ADD_EXTERNAL_CONTACT, ChangeType.ADD_HALF_EXTERNAL_CONTACT)
+)
+def customer_added(event: Event, ctx: HandlerContext) -> None:
+    """Record the relationship and the touch, tag the lead, and queue the platform's welcome."""
+    assert isinstance(event, ExternalContactChange)
+    track_relation(event, ctx)
+    arrival = Arrival(event.external_user_id, event.user_id, event.state, "contact_way", ctx.event_id)
+    lead, code = record_arrival(ctx.session, arrival, ctx.now)
+    ctx.audit(
+        "lead.touch", f"lead:{lead.external_user_id}", code=code.code if code else None, raw=event.state
+    )
+    if event.welcome_code and not lead.opted_out:
+        _queue_welcome(event, ctx, lead)
+
+
+@router.on(ExternalContactChange, change_type(ChangeType.DEL_FOLLOW_USER, ChangeType.DEL_EXTERNAL_CONTACT))
+def customer_removed(event: Event, ctx: HandlerContext) -> None:
+    """Stop every send to a customer no member is connected to any more."""
+    assert isinstance(event, ExternalContactChange)
+    track_relation(event, ctx)
+    lead = ctx.session.scalars(select(Lead).where(Lead.external_user_id == event.external_user_id)).first()
+    if lead is None or has_active_relation(ctx, event.external_user_id):
+        return
+    lead.reachable = False
+    lead.updated_at = ctx.now
+    ctx.session.execute(
+        update(Delivery)
+        .where(
+            Delivery.recipient == event.external_user_id,
+            Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.HELD]),
+        )
+        .values(status=DeliveryStatus.CANCELLED, error=f"customer unreachable after {event.change_type}")
+    )
+
+
+@router.on(ExternalContactChange, change_type(ChangeType.TRANSFER_FAIL))
+def transfer_failed(event: Event, ctx: HandlerContext) -> None:
+    """A takeover failed; the customer stays where they were."""
+    assert isinstance(event, ExternalContactChange)
+    record_transfer_failure(event, ctx)
+
+
+@router.on(
+    ExternalContactChange, change_type(ChangeType.EDIT_EXTERNAL_CONTACT, ChangeType.MSG_AUDIT_APPROVED)
+)
+def contact_edited(event: Event, ctx: HandlerContext) -> None:
+    """Keep a trace of member-side edits and archiving consent."""
+    assert isinstance(event, ExternalContactChange)
+    ctx.audit(f"contact.{event.change_type}", f"contact:{event.external_user_id}", member=event.user_id)
