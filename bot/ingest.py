@@ -127,10 +127,12 @@ class Ingestor:
         return event, plaintext
 
     def store(self, event: Event, plaintext: str) -> IngestResult:
-        """Persist the event unless its dedupe key is already stored; wake a worker when new."""
+        """Persist the event unless its dedupe key is already stored; wake a worker when new.
+
+        The unique key in the database is the dedupe: a retry costs the one round trip a cache
+        lookup would, and unlike a cache it cannot be lost or disagree with the inbox.
+        """
         key = event.dedupe_key
-        if self.coordinator.seen(key):
-            return IngestResult(stored=False, event_id=None, kind=event.kind, dedupe_key=key)
         values = {
             "dedupe_key": key,
             "kind": event.kind,
@@ -143,7 +145,6 @@ class Ingestor:
         stmt = make_insert(table).values(**values).on_conflict_do_nothing(index_elements=["dedupe_key"])
         with self.db.engine.begin() as conn:
             row = conn.execute(stmt.returning(table.c.id)).first()
-        self.coordinator.remember(key, self.settings.web.dedupe_ttl_s)
         if row is None:
             return IngestResult(stored=False, event_id=None, kind=event.kind, dedupe_key=key)
         self.coordinator.wake(WAKE_CHANNEL)
