@@ -202,6 +202,7 @@ def serve(ctx: Context, bind: str | None, workers: int, threads: int) -> None:
 def worker(ctx: Context, threads: int, dispatchers: int) -> None:
     """Handle stored events and send queued deliveries until stopped."""
     from bot.delivery.dispatcher import DeliveryDispatcher
+    from bot.kf.syncer import KfSyncer
     from bot.worker import Worker
     from handlers import build_dispatcher
 
@@ -218,6 +219,8 @@ def worker(ctx: Context, threads: int, dispatchers: int) -> None:
         runners += [
             threading.Thread(target=sender.run_forever, args=(stop,), daemon=True) for _ in range(dispatchers)
         ]
+        syncer = KfSyncer(services.settings, services.db, services.coordinator, services.client)
+        runners.append(threading.Thread(target=syncer.run_forever, args=(stop,), name="kf-sync", daemon=True))
     for thread in runners:
         thread.start()
     try:
@@ -225,6 +228,7 @@ def worker(ctx: Context, threads: int, dispatchers: int) -> None:
     finally:
         services.coordinator.wake("inbox")
         services.coordinator.wake("outbox")
+        services.coordinator.wake("kf")
         for thread in runners:
             thread.join(timeout=30)
 
@@ -354,6 +358,7 @@ def users_add(ctx: Context, username: str, role: str, password: str | None) -> N
 
 
 def _register_commands() -> None:
+    from bot.cli_deliveries import deliveries
     from bot.cli_leads import hookcodes, leads, members
     from bot.cli_ledger import ledger
     from bot.cli_lint import lint
@@ -361,6 +366,7 @@ def _register_commands() -> None:
     from bot.demo import demo
     from bot.wecom.simulator.cli import simulator
 
+    main.add_command(deliveries)
     main.add_command(demo)
     main.add_command(hookcodes)
     main.add_command(leads)

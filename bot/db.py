@@ -57,9 +57,8 @@ def make_engine(settings: DatabaseSettings) -> Engine:
     # No pre-ping: it costs a round trip on every checkout, on the callback's hot path. A
     # connection lost to a database restart fails one request and invalidates the pool; WeCom's
     # retry of that callback lands on a fresh connection.
-    return create_engine(
-        url, echo=settings.echo, pool_size=settings.pool_size, max_overflow=settings.pool_size, pool_recycle=1800
-    )
+    size = settings.pool_size
+    return create_engine(url, echo=settings.echo, pool_size=size, max_overflow=size, pool_recycle=1800)
 
 
 class Database:

@@ -9,6 +9,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from bot.app import create_app
 from bot.delivery.dispatcher import DeliveryDispatcher
+from bot.kf.syncer import KfSyncer
 from bot.services import Services
 from bot.worker import Worker
 from handlers import build_dispatcher
@@ -41,6 +42,13 @@ class EmbeddedRuntime:
             services.client,
             worker_id="embedded-dispatch",
         )
+        self.kf_syncer = KfSyncer(
+            services.settings,
+            services.db,
+            services.coordinator,
+            services.client,
+            worker_id="embedded-kf-sync",
+        )
         self._threads: list[threading.Thread] = []
 
     @property
@@ -60,6 +68,11 @@ class EmbeddedRuntime:
                 target=self.dispatcher.run_forever, args=(self.stop_event,), name="dispatch", daemon=True
             )
         )
+        self._threads.append(
+            threading.Thread(
+                target=self.kf_syncer.run_forever, args=(self.stop_event,), name="kf-sync", daemon=True
+            )
+        )
         for thread in self._threads:
             thread.start()
         log.info("serving on %s with %d worker(s)", self.url, len(self.workers))
@@ -70,6 +83,7 @@ class EmbeddedRuntime:
         self.stop_event.set()
         self.services.coordinator.wake("inbox")
         self.services.coordinator.wake("outbox")
+        self.services.coordinator.wake("kf")
         self.server.shutdown()
         self.server.server_close()
         for thread in self._threads:

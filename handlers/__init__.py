@@ -8,9 +8,9 @@ from bot.routing.router import ErrorHook
 
 def routers() -> list[Router]:
     """Return every feature router in priority order (imported lazily: no work at import time)."""
-    from handlers import contacts
+    from handlers import contacts, kf
 
-    return [contacts.router]
+    return [contacts.router, kf.router]
 
 
 def build_dispatcher(on_error: ErrorHook | None = None) -> Dispatcher:

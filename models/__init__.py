@@ -6,6 +6,7 @@ from models.base import Base, utcnow
 from models.contacts import ContactRelation, RelationStatus
 from models.deliveries import Channel, Delivery, DeliveryStatus
 from models.inbox import EventStatus, InboundEvent
+from models.kf import InboundRiskHit, IntentSignal, KfConversation, KfCursor
 from models.leads import PLATFORM_NAMES, HookCode, Lead, LeadTag, LeadTouch, Member, Platform
 from models.ledger import LedgerEntry
 from models.scripts import Approval, Audience, Script, ScriptKind, ScriptVersion, VersionStatus
@@ -25,6 +26,10 @@ __all__ = [
     "EventStatus",
     "HookCode",
     "InboundEvent",
+    "InboundRiskHit",
+    "IntentSignal",
+    "KfConversation",
+    "KfCursor",
     "Lead",
     "LeadTag",
     "LeadTouch",

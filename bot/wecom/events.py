@@ -138,6 +138,87 @@ class KfMsgOrEvent(Event):
         return f"{self.to_user}|{self.open_kfid}|{self.token}|{self.create_time}"
 
 
+# Marker put in the payload of kf messages pulled with sync_msg (they are JSON, not XML callbacks).
+KF_MARKER = "_kf_sync"
+KF_ORIGIN_CUSTOMER = 3
+KF_ORIGIN_SYSTEM = 4
+KF_ORIGIN_SERVICER = 5
+
+
+@dataclass(frozen=True)
+class KfMessage(Event):
+    """A message or event pulled with kf/sync_msg; keyed on (open_kfid, msgid) whatever its type."""
+
+    kind: ClassVar[str] = "kf_other"
+    open_kfid: str = ""
+    external_userid: str = ""
+    msgid: str = ""
+    origin: int = 0
+    msgtype: str = ""
+    servicer_userid: str = ""
+
+    def dedupe_source(self) -> str:
+        return f"{self.open_kfid}|{self.msgid}"
+
+    @property
+    def dedupe_key(self) -> str:
+        """The same for every parse of one pulled message, so a re-pulled message is stored once."""
+        return hashlib.sha256(f"kf|{self.dedupe_source()}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class KfCustomerMessage(KfMessage):
+    """Anything the WeChat customer sent (origin 3) other than text: it still reopens the window."""
+
+    kind: ClassVar[str] = "kf_customer_message"
+
+
+@dataclass(frozen=True)
+class KfCustomerText(KfCustomerMessage):
+    """Text the customer typed, or a menu item they clicked (`menu_id`)."""
+
+    kind: ClassVar[str] = "kf_text"
+    content: str = ""
+    menu_id: str = ""
+
+
+@dataclass(frozen=True)
+class KfServicerMessage(KfMessage):
+    """A servicer wrote from the WeCom client (origin 5): recorded, never answered."""
+
+    kind: ClassVar[str] = "kf_servicer_message"
+
+
+@dataclass(frozen=True)
+class KfEnterSession(KfMessage):
+    """`enter_session`: the customer opened a kf link; `welcome_code` allows one welcome within 20 s."""
+
+    kind: ClassVar[str] = "kf_enter_session"
+    scene: str = ""
+    scene_param: str = ""
+    welcome_code: str = ""
+
+
+@dataclass(frozen=True)
+class KfMsgSendFail(KfMessage):
+    """`msg_send_fail`: a send WeCom had accepted did not reach the customer."""
+
+    kind: ClassVar[str] = "kf_msg_send_fail"
+    fail_msgid: str = ""
+    fail_type: int = 0
+
+
+@dataclass(frozen=True)
+class KfSessionStatusChange(KfMessage):
+    """`session_status_change`: a servicer took, transferred, ended or re-entered the session."""
+
+    kind: ClassVar[str] = "kf_session_status_change"
+    change_type: int = 0
+    old_servicer_userid: str = ""
+    new_servicer_userid: str = ""
+    msg_code: str = ""
+
+
 @dataclass(frozen=True)
 class TemplateCardEvent(Event):
     """`template_card_event`: a member clicked a button on an interactive card."""
@@ -182,8 +263,70 @@ def _selected_items(fields: dict[str, Any]) -> dict[str, list[str]]:
     return selected
 
 
+def _json_int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def parse_kf_message(fields: dict[str, Any]) -> KfMessage:
+    """Type one message from sync_msg's msg_list (marked with KF_MARKER); never raises on odd input."""
+    raw_event = fields.get("event")
+    event: dict[str, Any] = raw_event if isinstance(raw_event, dict) else {}
+
+    def pick(name: str) -> str:
+        value = fields.get(name) or event.get(name) or ""
+        return value if isinstance(value, str) else str(value)
+
+    base: dict[str, Any] = {
+        "to_user": str(fields.get(KF_MARKER) or ""),
+        "create_time": _json_int(fields.get("send_time")),
+        "agent_id": "",
+        "fields": fields,
+        "open_kfid": pick("open_kfid"),
+        "external_userid": pick("external_userid"),
+        "msgid": str(fields.get("msgid") or ""),
+        "origin": _json_int(fields.get("origin")),
+        "msgtype": str(fields.get("msgtype") or ""),
+        "servicer_userid": pick("servicer_userid"),
+    }
+    if base["origin"] == KF_ORIGIN_SERVICER:
+        return KfServicerMessage(**base)
+    if base["origin"] == KF_ORIGIN_CUSTOMER:
+        text = fields.get("text")
+        if base["msgtype"] == "text" and isinstance(text, dict):
+            return KfCustomerText(
+                **base, content=str(text.get("content") or ""), menu_id=str(text.get("menu_id") or "")
+            )
+        return KfCustomerMessage(**base)
+    event_type = str(event.get("event_type") or "")
+    if base["msgtype"] == "event" and event_type == "enter_session":
+        return KfEnterSession(
+            **base,
+            scene=str(event.get("scene") or ""),
+            scene_param=str(event.get("scene_param") or ""),
+            welcome_code=str(event.get("welcome_code") or ""),
+        )
+    if base["msgtype"] == "event" and event_type == "msg_send_fail":
+        return KfMsgSendFail(
+            **base, fail_msgid=str(event.get("fail_msgid") or ""), fail_type=_json_int(event.get("fail_type"))
+        )
+    if base["msgtype"] == "event" and event_type == "session_status_change":
+        return KfSessionStatusChange(
+            **base,
+            change_type=_json_int(event.get("change_type")),
+            old_servicer_userid=str(event.get("old_servicer_userid") or ""),
+            new_servicer_userid=str(event.get("new_servicer_userid") or ""),
+            msg_code=str(event.get("msg_code") or ""),
+        )
+    return KfMessage(**base)
+
+
 def parse_event(fields: dict[str, Any]) -> Event:
     """Turn the decrypted XML fields into the matching typed event (UnknownEvent if none)."""
+    if KF_MARKER in fields:
+        return parse_kf_message(fields)
     base: dict[str, Any] = {
         "to_user": _text(fields, "ToUserName"),
         "create_time": _int(fields, "CreateTime"),

@@ -1,4 +1,4 @@
-"""Plaintext callback XML in WeCom's exact shapes (WECOM.md §2, §7.1, §8.3), before encryption."""
+"""Plaintext callback XML in WeCom's exact shapes (WECOM.md §2, §7.1, §8.3, 获客助手), before encryption."""
 
 from __future__ import annotations
 
@@ -18,6 +18,15 @@ EXTERNAL_CONTACT_CHANGE_TYPES = (
     "msg_audit_approved",
 )
 EXTERNAL_TAG_CHANGE_TYPES = ("create", "update", "delete", "shuffle")
+# Event=customer_acquisition (获客助手, DOC-97299 per ZSM callbacks) and the fields each ChangeType adds.
+CUSTOMER_ACQUISITION_FIELDS: dict[str, tuple[str, ...]] = {
+    "balance_low": (),
+    "balance_exhausted": (),
+    "link_unavailable": ("LinkId",),
+    "delete_link": ("LinkId",),
+    "friend_request": ("LinkId", "State"),
+    "customer_start_chat": ("UserID", "ExternalUserID"),
+}
 TRANSFER_FAIL_REASONS = ("customer_refused", "customer_limit_exceed")
 
 # Which optional fields each ChangeType may carry (§2.1).
@@ -170,6 +179,38 @@ def kf_msg_or_event(open_kfid: str, token: str, *, corp_id: str, create_time: in
             ("OpenKfId", open_kfid),
         ]
     )
+
+
+def customer_acquisition_event(
+    change_type: str,
+    *,
+    corp_id: str,
+    link_id: str | None = None,
+    state: str | None = None,
+    user_id: str | None = None,
+    external_user_id: str | None = None,
+    create_time: int | None = None,
+) -> str:
+    """A `customer_acquisition` (获客助手) event; only the fields its ChangeType carries are rendered."""
+    allowed = CUSTOMER_ACQUISITION_FIELDS.get(change_type)
+    if allowed is None:
+        raise ValueError(
+            f"unknown ChangeType {change_type!r}; expected one of {list(CUSTOMER_ACQUISITION_FIELDS)}"
+        )
+    given = {"LinkId": link_id, "State": state, "UserID": user_id, "ExternalUserID": external_user_id}
+    extra = sorted(name for name, value in given.items() if value is not None and name not in allowed)
+    if extra:
+        raise ValueError(f"{change_type} does not carry {extra}")
+    fields: list[Field] = [
+        ("ToUserName", corp_id),
+        ("FromUserName", "sys"),
+        ("CreateTime", _now(create_time)),
+        ("MsgType", "event"),
+        ("Event", "customer_acquisition"),
+        ("ChangeType", change_type),
+    ]
+    fields += [(name, value) for name in allowed if (value := given[name]) is not None]
+    return render(fields)
 
 
 def template_card_event(

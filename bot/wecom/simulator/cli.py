@@ -28,15 +28,22 @@ def describe_config(base_url: str, config: SimulatorConfig) -> str:
     ]
     lines += [f'{app}_secret = "{secret}"' for app, secret in config.secrets.items()]
     lines += ["", f"members: {', '.join(config.users)}", f"token TTL: {config.token_ttl_s} s"]
+    lines.append(
+        f"simulated clients: POST {base_url}/_sim/<action> (connect_bot, customer_scans, kf_customer_says…)"
+    )
     return "\n".join(lines)
 
 
-def run_simulator(host: str, port: int, config: SimulatorConfig) -> None:
+def run_simulator(host: str, port: int, config: SimulatorConfig, bot_url: str | None = None) -> None:
     """Serve the simulator until SIGINT or SIGTERM, after printing the settings the bot should use."""
     stop = threading.Event()
     sim = Simulator(config, host=host, port=port)
     base_url = sim.start()
+    if bot_url:
+        sim.connect_bot(bot_url)
     click.echo(describe_config(base_url, config))
+    if bot_url:
+        click.echo(f"callbacks from simulated customers go to {bot_url}")
     if threading.current_thread() is threading.main_thread():
 
         def handler(_signum: int, _frame: Any) -> None:
@@ -94,11 +101,18 @@ def _config_from_bot_settings(ctx: click.Context) -> SimulatorConfig:
     show_default=True,
     help="What message/send does with text over 2048 bytes.",
 )
+@click.option("--bot-url", default=None, help="Deliver simulated customers' callbacks to this bot URL.")
 @click.pass_context
 def simulator(
-    ctx: click.Context, host: str, port: int, users: str, token_ttl: int, oversize_text: str
+    ctx: click.Context,
+    host: str,
+    port: int,
+    users: str,
+    token_ttl: int,
+    oversize_text: str,
+    bot_url: str | None,
 ) -> None:
-    """Run a local WeCom API simulator (gettoken, message/send, rate limits, faults, callbacks)."""
+    """Run a local WeCom API simulator (messages, customer contact, kf, rate limits, faults, callbacks)."""
     base = _config_from_bot_settings(ctx)
     try:
         config = SimulatorConfig(
@@ -113,7 +127,7 @@ def simulator(
         )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    run_simulator(host, port, config)
+    run_simulator(host, port, config, bot_url)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

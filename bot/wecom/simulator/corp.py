@@ -2,6 +2,7 @@
 
 `SimulatedCorp.handle()` answers one API call the way WeCom does (HTTP 200 with an errcode);
 the HTTP server in `server.py` is a thin adapter around it. Everything is guarded by one lock.
+Customer contact lives in `contacts.py` and WeChat Customer Service in `kf.py`, as mixins.
 """
 
 from __future__ import annotations
@@ -12,15 +13,15 @@ import secrets
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from bot.wecom.errors import describe
+from bot.wecom.simulator.api import JSON, ApiCall, ApiError, Handler, errmsg
 from bot.wecom.simulator.config import SimulatorConfig
-
-JSON = dict[str, Any]
+from bot.wecom.simulator.contacts import ContactsMixin
+from bot.wecom.simulator.kf import KfMixin
 
 TEXT_MAX_BYTES = 2048
 MAX_USERS = 1000
@@ -33,47 +34,6 @@ _CARD_TYPES = _INTERACTIVE_CARDS | {"text_notice", "news_notice"}
 _MEDIA_TYPES = frozenset({"image", "voice", "video", "file"})
 # Message sending is not counted toward the per-API frequency limit (DOC-90454).
 _UNMETERED_APIS = frozenset({"message/send"})
-
-
-class ApiError(Exception):
-    """Raised by an endpoint handler to answer with a non-zero errcode."""
-
-    def __init__(self, errcode: int, detail: str = "", **extra: Any) -> None:
-        super().__init__(errcode, detail)
-        self.errcode = errcode
-        self.detail = detail
-        self.extra = extra
-
-
-def errmsg(errcode: int, detail: str = "") -> str:
-    """Return an errmsg in WeCom's style: the meaning, a hint, and the diagnosis link."""
-    text = detail or describe(errcode)
-    return f"{text}, hint: [sim-{secrets.token_hex(4)}], more info at https://open.work.weixin.qq.com/devtool/query?e={errcode}"
-
-
-@dataclass(frozen=True)
-class ApiCall:
-    """One parsed request as an endpoint handler sees it."""
-
-    api: str
-    method: str
-    query: dict[str, str]
-    body: bytes
-    remote_addr: str
-    app: str | None = None
-
-    def json(self) -> JSON:
-        """The request body as a JSON object; 40058 when it is not one."""
-        try:
-            data = json.loads(self.body.decode("utf-8")) if self.body else None
-        except (UnicodeDecodeError, ValueError):
-            raise ApiError(40058, "request body is not valid JSON") from None
-        if not isinstance(data, dict):
-            raise ApiError(40058, "request body must be a JSON object")
-        return data
-
-
-Handler = Callable[[ApiCall], JSON]
 
 
 @dataclass(frozen=True)
@@ -149,7 +109,10 @@ class _Stats:
     gettoken_calls: int = 0
 
 
-class SimulatedCorp:
+__all__ = ["JSON", "ApiCall", "ApiError", "AppMessage", "DroppedMessage", "SimulatedCorp", "errmsg"]
+
+
+class SimulatedCorp(ContactsMixin, KfMixin):
     """WeCom's server side for one corp, in memory and thread-safe."""
 
     def __init__(self, config: SimulatorConfig | None = None) -> None:
@@ -174,12 +137,19 @@ class SimulatedCorp:
         self._users = {u.lower(): u for u in self.config.users}
         self.register("gettoken", self._gettoken, methods=("GET",), needs_token=False)
         self.register("message/send", self._message_send)
+        self._init_parts()
+        self._init_contacts()
+        self._init_kf()
 
     # ---- time -------------------------------------------------------------------------------
 
     def now(self) -> float:
         """The simulator's monotonic clock, including time skipped with `advance`."""
         return time.monotonic() + self._offset
+
+    def wall_time(self) -> float:
+        """Unix time as the simulated corp sees it, including time skipped with `advance`."""
+        return time.time() + self._offset
 
     def advance(self, seconds: float) -> None:
         """Move the simulator's clock forward: expire tokens, reset rate windows, lift bans."""

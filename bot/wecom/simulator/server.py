@@ -13,9 +13,11 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from bot.wecom.crypto import CallbackCrypto
+from bot.wecom.simulator import controls
 from bot.wecom.simulator.callbacks import CallbackResult, CallbackSender, VerifyResult
 from bot.wecom.simulator.config import SimulatorConfig
 from bot.wecom.simulator.corp import ApiCall, SimulatedCorp, errmsg
+from bot.wecom.simulator.parts import Outgoing
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,8 @@ class Simulator(SimulatedCorp):
         self._callbacks = CallbackSender(self.crypto, self.config.corp_id, self._stopping)
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
+        self._bot_url: str | None = None
+        self._bot_options: dict[str, Any] = {}
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -118,6 +122,36 @@ class Simulator(SimulatedCorp):
             duplicate=duplicate,
         )
 
+    def connect_bot(
+        self,
+        url: str,
+        *,
+        retries: int = 3,
+        timeout_s: float = 5.0,
+        retry_interval_s: float = 0.5,
+        duplicate: bool = False,
+    ) -> None:
+        """Deliver every callback simulated clients cause (adds, deletes, kf messages...) to `url`."""
+        with self._lock:
+            self._bot_url = url
+            self._bot_options = {
+                "retries": retries,
+                "timeout_s": timeout_s,
+                "retry_interval_s": retry_interval_s,
+                "duplicate": duplicate,
+            }
+
+    def disconnect_bot(self) -> None:
+        """Stop delivering callbacks; they are still recorded in `emitted_callbacks`."""
+        with self._lock:
+            self._bot_url = None
+
+    def _deliver(self, item: Outgoing) -> None:
+        with self._lock:
+            url, options = self._bot_url, dict(self._bot_options)
+        if url is not None and not self._stopping.is_set():
+            self.send_callback(url, item.xml, with_agent_id=item.with_agent_id, **options)
+
     def verify_url(self, bot_url: str) -> VerifyResult:
         """Run the GET echostr URL check against the bot (echo required within 1 s)."""
         return self._callbacks.verify_url(bot_url)
@@ -172,6 +206,7 @@ class Simulator(SimulatedCorp):
                     "gettoken_calls": self.gettoken_calls,
                     "sent_app_messages": [asdict(m) for m in self.sent_app_messages],
                     "dropped_app_messages": [asdict(d) for d in self.dropped_app_messages],
+                    **controls.state(self),
                 },
             )
         if request.method != "POST":
@@ -198,6 +233,15 @@ class Simulator(SimulatedCorp):
                 return _json_response(
                     200, {"delivered": result.delivered, "status_codes": result.status_codes}
                 )
+            elif action == "connect_bot":
+                options = {
+                    k: data[k] for k in ("retries", "timeout_s", "retry_interval_s", "duplicate") if k in data
+                }
+                self.connect_bot(str(data["url"]), **options)
+            elif action == "disconnect_bot":
+                self.disconnect_bot()
+            elif action in controls.CONTROLS:
+                return _json_response(200, controls.CONTROLS[action](self, data))
             else:
                 return _json_response(404, {"error": f"unknown control {action!r}"})
         except (KeyError, TypeError, ValueError) as exc:
