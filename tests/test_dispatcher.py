@@ -148,3 +148,28 @@ def test_member_is_never_pushed_past_wecoms_silent_drop_limit(wired: Services, s
     statuses = [o.status for o in dispatcher(wired).drain(max_batches=3)]
     assert statuses.count("sent") == 20 and statuses.count("queued") == 6
     assert len(sim.messages_to("zhangsan")) == 20 and not sim.dropped_app_messages
+
+
+def test_opt_out_between_queueing_and_sending_is_honoured(wired: Services, sim: Simulator) -> None:
+    from models.leads import Lead
+
+    body = "{{ lead.display_name }}您好，消息已收到。{{ firm.opt_out }}"
+    with wired.db.transaction() as session:
+        approved(session, "fallback", "fallback", body)
+        session.add(Lead(external_user_id="wmOPT"))
+        d = enqueue(
+            session, purpose_key="kf:reply:1", channel=Channel.KF_TEXT, recipient="wmOPT",
+            script_key="fallback",
+            values={"lead": {"display_name": ""}, "firm": {"name": "示例证券", "opt_out": "回复TD退订"}},
+            policy=POLICY, params={"open_kfid": "wkSIM"},
+        )  # fmt: skip
+        assert d.status == DeliveryStatus.QUEUED
+    with wired.db.transaction() as session:
+        lead = session.scalars(select(Lead).where(Lead.external_user_id == "wmOPT")).one()
+        lead.opted_out = True
+    outcomes = dispatcher(wired).drain()
+    assert [o.status for o in outcomes] == ["cancelled"]
+    assert sim.api_calls("kf/send_msg") == 0
+    with wired.db.transaction() as session:
+        outcome = session.scalars(select(LedgerEntry).where(LedgerEntry.entry_type == "outcome")).one()
+        assert (outcome.outcome, outcome.detail) == ("cancelled", "customer opted out")

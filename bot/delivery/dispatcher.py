@@ -24,6 +24,7 @@ from bot.worker import backoff_delay
 from models.alerts import Alert
 from models.base import utcnow
 from models.deliveries import Channel, Delivery, DeliveryStatus
+from models.leads import Lead
 from scripts_library import ledger
 
 log = logging.getLogger("wecom_bot.dispatcher")
@@ -35,6 +36,7 @@ API_BURST = 200
 MEMBER_RATE_PER_S = 20 / 60
 MEMBER_BURST = 20
 MAX_TRANSIENT_ATTEMPTS = 5
+OPT_OUT_CONFIRMATION = "unsubscribe_confirm"
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,23 @@ def build_request(row: Delivery, agent_id: int) -> dict[str, Any]:
             }
         return {"touser": row.recipient, "agentid": agent_id, "msgtype": "text", "text": text}
     raise ValueError(f"unknown channel {row.channel!r}")
+
+
+def customer_refusal(session: Any, row: Delivery) -> str | None:
+    """Why a customer message must not go out now (opted out, or no member connected), if so.
+
+    Checked at send time as well as when queued, so an opt-out between the two is honoured.
+    """
+    if row.channel == Channel.APP_MESSAGE:
+        return None
+    lead = session.scalars(select(Lead).where(Lead.external_user_id == row.recipient)).first()
+    if lead is None:
+        return None
+    if lead.opted_out and row.script_key != OPT_OUT_CONFIRMATION:
+        return "customer opted out"
+    if not lead.reachable and row.channel == Channel.CONTACT_WELCOME:
+        return "customer removed the member"
+    return None
 
 
 @dataclass(frozen=True)
@@ -165,7 +184,10 @@ class DeliveryDispatcher:
             row = session.get(Delivery, delivery_id)
             if row is None or row.status != DeliveryStatus.SENDING or row.locked_by != self.worker_id:
                 return SendOutcome(delivery_id, "lost-lease")
+            refusal = customer_refusal(session, row)
             session.expunge(row)
+        if refusal:
+            return self._finish(row, DeliveryStatus.CANCELLED, error=refusal)
         now = self.clock()
         if row.deadline is not None and now >= row.deadline:
             return self._finish(row, DeliveryStatus.EXPIRED, error="deadline passed before sending")
