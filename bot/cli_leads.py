@@ -45,6 +45,7 @@ def hookcodes() -> None:
 @click.option(
     "--kf", "open_kfid", default=None, help="Also create a WeChat Customer Service link for this kf account."
 )
+@click.option("--acquisition-link", is_flag=True, help="Also create a 获客助手 link.")
 @click.option("--as", "username", required=True)
 @click.pass_context
 def create(
@@ -56,10 +57,16 @@ def create(
     keyword: str | None,
     contact_way: bool,
     open_kfid: str | None,
+    acquisition_link: bool,
     username: str,
 ) -> None:
     """Register CODE and create its WeCom contact way (state = CODE) and optional kf link."""
-    from bot.leads.hookcodes import create_code, provision_contact_way, provision_kf_link
+    from bot.leads.hookcodes import (
+        create_code,
+        provision_acquisition_link,
+        provision_contact_way,
+        provision_kf_link,
+    )
     from scripts_library.catalogue import actor
 
     with _session(ctx) as (session, services):
@@ -72,6 +79,9 @@ def create(
         if open_kfid:
             row = provision_kf_link(services.db, services.client, code, open_kfid)
             click.echo(f"kf link {row.kf_url}")
+        if acquisition_link:
+            row = provision_acquisition_link(services.db, services.client, code)
+            click.echo(f"acquisition link {row.acquisition_url}")
     click.echo(f"hook code {code} ({platform}) ready")
 
 
@@ -120,10 +130,10 @@ def qr(ctx: click.Context, code: str, output: Path | None) -> None:
 
     with _session(ctx) as (session, _):
         row = get_code(session, code)
-        url, kf_url = row.qr_code_url, row.kf_url
-    if not url and not kf_url:
-        raise click.ClickException(f"{code} has no contact way or kf link yet")
-    click.echo(f"QR: {url or '-'}\nkf link: {kf_url or '-'}")
+        url, kf_url, acq_url = row.qr_code_url, row.kf_url, row.acquisition_url
+    if not (url or kf_url or acq_url):
+        raise click.ClickException(f"{code} has no contact way, kf link or acquisition link yet")
+    click.echo(f"QR: {url or '-'}\nkf link: {kf_url or '-'}\nacquisition link: {acq_url or '-'}")
     if output and url:
         response = requests.get(url, timeout=10)
         response.raise_for_status()

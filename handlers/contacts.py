@@ -8,7 +8,7 @@ from sqlalchemy import select, update
 
 from bot.leads.attribution import Arrival, record_arrival
 from bot.routing import HandlerContext, Router, change_type
-from bot.wecom.events import ChangeType, Event, ExternalContactChange
+from bot.wecom.events import ChangeType, CustomerAcquisitionEvent, Event, ExternalContactChange
 from handlers.relations import has_active_relation, record_transfer_failure, track_relation
 from models.alerts import Alert
 from models.deliveries import Channel, Delivery, DeliveryStatus
@@ -117,3 +117,22 @@ def contact_edited(event: Event, ctx: HandlerContext) -> None:
     """Keep a trace of member-side edits and archiving consent."""
     assert isinstance(event, ExternalContactChange)
     ctx.audit(f"contact.{event.change_type}", f"contact:{event.external_user_id}", member=event.user_id)
+
+
+@router.on(CustomerAcquisitionEvent, change_type("balance_low", "balance_exhausted"))
+def acquisition_quota(event: Event, ctx: HandlerContext) -> None:
+    """Tell operators the 获客助手 quota is running out before acquisition links stop working."""
+    assert isinstance(event, CustomerAcquisitionEvent)
+    exhausted = event.change_type == "balance_exhausted"
+    ctx.session.add(
+        Alert(
+            raised_at=ctx.now,
+            kind=f"acquisition.{event.change_type}",
+            severity="critical" if exhausted else "warning",
+            audience="operator",
+            message="获客助手 quota used up: acquisition links no longer add customers"
+            if exhausted
+            else "获客助手 quota is low: top it up before acquisition links stop working",
+            detail={"event": ctx.event_id},
+        )
+    )

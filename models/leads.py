@@ -64,6 +64,8 @@ class HookCode(Base):
     keyword: Mapped[str | None] = mapped_column(String(32), unique=True, nullable=True)
     contact_way_config_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     qr_code_url: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    acquisition_link_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    acquisition_url: Mapped[str | None] = mapped_column(String(512), nullable=True)
     kf_open_kfid: Mapped[str | None] = mapped_column(String(64), nullable=True)
     kf_url: Mapped[str | None] = mapped_column(String(512), nullable=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)

@@ -98,3 +98,52 @@ def test_hook_code_to_welcomed_lead(
     assert "XHS888" in cli("hookcodes", "list") and "leads=1" in cli("hookcodes", "list")
     cli("hookcodes", "disable", "XHS888", "--as", "olivia")
     assert "disabled" in cli("hookcodes", "list")
+
+
+def test_acquisition_link_attributes_and_quota_events_alert(
+    services: Services, sim: Simulator, env: dict[str, str], runner: CliRunner
+) -> None:
+    from models.alerts import Alert
+
+    secrets = sim.config.secrets
+    settings = {
+        "api_base_url": sim.base_url,
+        "agent_secret": secrets["agent"],
+        "contact_secret": secrets["contact"],
+    }
+    services.settings = services.settings.replace(wecom=settings)
+    env = {
+        **env,
+        **{f"BOT_WECOM__{k.upper()}": v for k, v in settings.items()},
+        "BOT_WECOM__CORP_ID": TEST_CORP_ID,
+    }
+    with services.db.transaction() as session:
+        approved(
+            session,
+            "welcome_default",
+            "welcome",
+            "您好，欢迎来到{{ firm.name }}。市场有风险，投资需谨慎。{{ firm.opt_out }}",
+        )
+    args = ["hookcodes", "create", "DY001", "--platform", "douyin", "--member", "lisi", "--no-contact-way"]
+    result = runner.invoke(main, [*args, "--acquisition-link", "--as", "olivia"], env=env)
+    assert result.exit_code == 0, result.output
+    with services.db.transaction() as session:
+        url = session.scalars(select(HookCode.acquisition_url)).one()
+    assert url and url.endswith("?customer_channel=DY001")
+
+    def alerts() -> list[str]:
+        with services.db.transaction() as session:
+            return sorted(session.scalars(select(Alert.kind)))
+
+    with EmbeddedRuntime(services) as runtime:
+        sim.connect_bot(f"{runtime.url}/wecom/callback", retry_interval_s=0)
+        sim.customer_scans(url, "wmACQ1")
+        sim.set_acquisition_balance(5)
+        sim.set_acquisition_balance(0)
+        deadline = time.monotonic() + 15
+        while len(alerts()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    with services.db.transaction() as session:
+        lead = session.scalars(select(Lead)).one()
+    assert (lead.platform, lead.hook_code, lead.external_user_id) == ("douyin", "DY001", "wmACQ1")
+    assert alerts() == ["acquisition.balance_exhausted", "acquisition.balance_low"]

@@ -16,7 +16,13 @@ from bot.coordination import MemoryCoordinator
 from bot.wecom.client import WeComClient
 from bot.wecom.crypto import CallbackCrypto
 from bot.wecom.errors import WeComAPIError
-from bot.wecom.events import Event, ExternalContactChange, ExternalTagChange, UnknownEvent, parse_event
+from bot.wecom.events import (
+    CustomerAcquisitionEvent,
+    Event,
+    ExternalContactChange,
+    ExternalTagChange,
+    parse_event,
+)
 from bot.wecom.simulator import SimulationError, Simulator, SimulatorConfig
 from bot.wecom.xmlparse import parse_xml
 
@@ -598,8 +604,8 @@ def test_link_errors_and_a_verification_link(sim: Simulator, bot: BotReceiver, w
     assert errcode(lambda: create_link(wecom, range={"user_list": ["ghost"]})) == 40003
     link = create_link(wecom, skip_verify=False)
     sim.customer_scans(link["link_id"], customer_channel="WX9")
-    [request] = bot.of(UnknownEvent)
-    assert request.event == "customer_acquisition" and request.fields["ChangeType"] == "friend_request"
+    [request] = bot.of(CustomerAcquisitionEvent)
+    assert request.change_type == "friend_request" and request.fields["ChangeType"] == "friend_request"
     assert request.fields["LinkId"] == link["link_id"] and request.fields["State"] == "WX9"
     assert bot.contact_changes() == ["add_half_external_contact"]
     wecom.post(
@@ -616,7 +622,7 @@ def test_quota_balance_events_and_exhaustion(sim: Simulator, bot: BotReceiver, w
     sim.customer_scans(link["url"])  # 11 -> 10: at the low threshold
     sim.lower_acquisition_balance(9)
     sim.customer_scans(link["url"])  # 1 -> 0
-    acquisition = [e.fields["ChangeType"] for e in bot.of(UnknownEvent) if e.event == "customer_acquisition"]
+    acquisition = [e.change_type for e in bot.of(CustomerAcquisitionEvent)]
     assert acquisition == ["balance_low", "balance_exhausted"]
     with pytest.raises(SimulationError):
         sim.customer_scans(link["url"])

@@ -118,6 +118,33 @@ def provision_kf_link(db: Database, client: WeComClient, code: str, open_kfid: s
         return row
 
 
+def provision_acquisition_link(db: Database, client: WeComClient, code: str) -> HookCode:
+    """Create a 获客助手 link; `customer_channel=<code>` comes back as the add event's `state`."""
+    with db.transaction() as session:
+        row = get_code(session, code)
+        members = list(row.members)
+    result = client.post(
+        "externalcontact/customer_acquisition/create_link",
+        {"link_name": code, "range": {"user_list": members}, "skip_verify": True},
+        app="contact",
+    )
+    link = result["link"]
+    with db.transaction() as session:
+        row = get_code(session, code)
+        row.acquisition_link_id = str(link["link_id"])
+        row.acquisition_url = f"{link['url']}?customer_channel={quote(code)}"
+        session.add(
+            AuditEntry(
+                at=utcnow(),
+                actor="bot",
+                action="hookcode.acquisition_link",
+                target=f"hookcode:{code}",
+                detail={},
+            )
+        )
+        return row
+
+
 def disable_code(session: Session, code: str, actor: str) -> HookCode:
     """Stop attributing to a code (its QR may stay in circulation; arrivals keep the raw state)."""
     row = get_code(session, code)

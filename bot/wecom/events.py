@@ -237,6 +237,18 @@ class TemplateCardEvent(Event):
 
 
 @dataclass(frozen=True)
+class CustomerAcquisitionEvent(Event):
+    """`customer_acquisition`: the 获客助手 quota is low or used up (or a link needs verification)."""
+
+    kind: ClassVar[str] = "customer_acquisition"
+    change_type: str = ""
+    link_id: str = ""
+
+    def dedupe_source(self) -> str:
+        return f"{self.to_user}|{self.change_type}|{self.link_id}|{self.create_time}"
+
+
+@dataclass(frozen=True)
 class UnknownEvent(Event):
     """Anything this version does not act on; stored and ignored."""
 
@@ -364,6 +376,10 @@ def parse_event(fields: dict[str, Any]) -> Event:
             tag_id=_text(fields, "Id", required=True),
             tag_type=_text(fields, "TagType"),
             strategy_id=_text(fields, "StrategyId"),
+        )
+    if msg_type == "event" and event == "customer_acquisition":
+        return CustomerAcquisitionEvent(
+            **base, change_type=_text(fields, "ChangeType", required=True), link_id=_text(fields, "LinkId")
         )
     if msg_type == "event" and event == "kf_msg_or_event":
         return KfMsgOrEvent(
