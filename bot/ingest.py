@@ -64,7 +64,19 @@ class Ingestor:
         self._dialect = db.engine.dialect.name
         if self._dialect not in ("postgresql", "sqlite"):
             raise ValueError(f"unsupported database {self._dialect!r}: use PostgreSQL or SQLite")
-        self._table = cast(Table, InboundEvent.__table__)
+        table = cast(Table, InboundEvent.__table__)
+        make_insert = pg_insert if self._dialect == "postgresql" else sqlite_insert
+        # Built once; executed with parameters, so each callback only binds values.
+        self._insert = (
+            make_insert(table).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(table.c.id)
+        )
+        # One statement is atomic on its own: on PostgreSQL run it without BEGIN/COMMIT round trips.
+        # (SQLite keeps its explicit write-locking transaction; see bot.db.)
+        self._engine = (
+            db.engine.execution_options(isolation_level="AUTOCOMMIT")
+            if self._dialect == "postgresql"
+            else db.engine
+        )
 
     def _check_query(self, msg_signature: str, timestamp: str, nonce: str) -> None:
         if not (msg_signature and timestamp and nonce):
@@ -140,11 +152,8 @@ class Ingestor:
             "payload": event.fields,
             "raw_xml": plaintext,
         }
-        table = self._table
-        make_insert = pg_insert if self._dialect == "postgresql" else sqlite_insert
-        stmt = make_insert(table).values(**values).on_conflict_do_nothing(index_elements=["dedupe_key"])
-        with self.db.engine.begin() as conn:
-            row = conn.execute(stmt.returning(table.c.id)).first()
+        with self._engine.begin() as conn:
+            row = conn.execute(self._insert, values).first()
         if row is None:
             return IngestResult(stored=False, event_id=None, kind=event.kind, dedupe_key=key)
         self.coordinator.wake(WAKE_CHANNEL)
