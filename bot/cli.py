@@ -203,6 +203,7 @@ def worker(ctx: Context, threads: int, dispatchers: int) -> None:
     """Handle stored events and send queued deliveries until stopped."""
     from bot.delivery.dispatcher import DeliveryDispatcher
     from bot.kf.syncer import KfSyncer
+    from bot.leads.tagsync import TagSyncer
     from bot.worker import Worker
     from handlers import build_dispatcher
 
@@ -221,6 +222,10 @@ def worker(ctx: Context, threads: int, dispatchers: int) -> None:
         ]
         syncer = KfSyncer(services.settings, services.db, services.coordinator, services.client)
         runners.append(threading.Thread(target=syncer.run_forever, args=(stop,), name="kf-sync", daemon=True))
+        tagger = TagSyncer(services.db, services.coordinator, services.client)
+        runners.append(
+            threading.Thread(target=tagger.run_forever, args=(stop,), name="tag-sync", daemon=True)
+        )
     for thread in runners:
         thread.start()
     try:
@@ -229,6 +234,7 @@ def worker(ctx: Context, threads: int, dispatchers: int) -> None:
         services.coordinator.wake("inbox")
         services.coordinator.wake("outbox")
         services.coordinator.wake("kf")
+        services.coordinator.wake("tags")
         for thread in runners:
             thread.join(timeout=30)
 

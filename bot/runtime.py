@@ -10,6 +10,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from bot.app import create_app
 from bot.delivery.dispatcher import DeliveryDispatcher
 from bot.kf.syncer import KfSyncer
+from bot.leads.tagsync import TagSyncer
 from bot.services import Services
 from bot.worker import Worker
 from handlers import build_dispatcher
@@ -42,6 +43,7 @@ class EmbeddedRuntime:
             services.client,
             worker_id="embedded-dispatch",
         )
+        self.tag_syncer = TagSyncer(services.db, services.coordinator, services.client)
         self.kf_syncer = KfSyncer(
             services.settings,
             services.db,
@@ -73,6 +75,11 @@ class EmbeddedRuntime:
                 target=self.kf_syncer.run_forever, args=(self.stop_event,), name="kf-sync", daemon=True
             )
         )
+        self._threads.append(
+            threading.Thread(
+                target=self.tag_syncer.run_forever, args=(self.stop_event,), name="tag-sync", daemon=True
+            )
+        )
         for thread in self._threads:
             thread.start()
         log.info("serving on %s with %d worker(s)", self.url, len(self.workers))
@@ -84,6 +91,7 @@ class EmbeddedRuntime:
         self.services.coordinator.wake("inbox")
         self.services.coordinator.wake("outbox")
         self.services.coordinator.wake("kf")
+        self.services.coordinator.wake("tags")
         self.server.shutdown()
         self.server.server_close()
         for thread in self._threads:

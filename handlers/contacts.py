@@ -7,12 +7,19 @@ from datetime import timedelta
 from sqlalchemy import select, update
 
 from bot.leads.attribution import Arrival, record_arrival
+from bot.leads.tagsync import TAGS_CHANNEL
 from bot.routing import HandlerContext, Router, change_type
-from bot.wecom.events import ChangeType, CustomerAcquisitionEvent, Event, ExternalContactChange
+from bot.wecom.events import (
+    ChangeType,
+    CustomerAcquisitionEvent,
+    Event,
+    ExternalContactChange,
+    ExternalTagChange,
+)
 from handlers.relations import has_active_relation, record_transfer_failure, track_relation
 from models.alerts import Alert
 from models.deliveries import Channel, Delivery, DeliveryStatus
-from models.leads import PLATFORM_NAMES, Lead, Member, Platform
+from models.leads import PLATFORM_NAMES, CorpTag, Lead, Member, Platform
 from scripts_library.catalogue import NotSendable, sendable
 
 router = Router("contacts")
@@ -79,6 +86,8 @@ def customer_added(event: Event, ctx: HandlerContext) -> None:
     ctx.audit(
         "lead.touch", f"lead:{lead.external_user_id}", code=code.code if code else None, raw=event.state
     )
+    if code is not None:
+        ctx.wake_after_commit.add(TAGS_CHANNEL)  # mirror the new tags into WeCom
     if event.welcome_code and not lead.opted_out:
         _queue_welcome(event, ctx, lead)
 
@@ -136,3 +145,13 @@ def acquisition_quota(event: Event, ctx: HandlerContext) -> None:
             detail={"event": ctx.event_id},
         )
     )
+
+
+@router.on(ExternalTagChange)
+def corp_tag_changed(event: Event, ctx: HandlerContext) -> None:
+    """An admin changed corp tags in the console; forget a deleted tag of ours so it is re-created."""
+    assert isinstance(event, ExternalTagChange)
+    if event.change_type == "delete":
+        for tag in ctx.session.scalars(select(CorpTag).where(CorpTag.wecom_tag_id == event.tag_id)):
+            ctx.session.delete(tag)
+    ctx.audit(f"corp_tag.{event.change_type}", f"corp_tag:{event.tag_id}", tag_type=event.tag_type)

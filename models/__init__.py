@@ -7,7 +7,7 @@ from models.contacts import ContactRelation, RelationStatus
 from models.deliveries import Channel, Delivery, DeliveryStatus
 from models.inbox import EventStatus, InboundEvent
 from models.kf import InboundRiskHit, IntentSignal, KfConversation, KfCursor
-from models.leads import PLATFORM_NAMES, HookCode, Lead, LeadTag, LeadTouch, Member, Platform
+from models.leads import PLATFORM_NAMES, CorpTag, HookCode, Lead, LeadTag, LeadTouch, Member, Platform
 from models.ledger import LedgerEntry
 from models.scripts import Approval, Audience, Script, ScriptKind, ScriptVersion, VersionStatus
 from models.users import Role, User
@@ -21,6 +21,7 @@ __all__ = [
     "Base",
     "Channel",
     "ContactRelation",
+    "CorpTag",
     "Delivery",
     "DeliveryStatus",
     "EventStatus",

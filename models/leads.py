@@ -120,6 +120,19 @@ class LeadTag(Base):
     lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), index=True)
     name: Mapped[str] = mapped_column(String(64))
     wecom_synced: Mapped[bool] = mapped_column(Boolean, default=False)
+    sync_error: Mapped[str | None] = mapped_column(String(256), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (UniqueConstraint("lead_id", "name", name="uq_lead_tags_lead_name"),)
+
+
+class CorpTag(Base):
+    """A WeCom corp tag the bot created for one of its local tags (e.g. `code:XHS888`)."""
+
+    __tablename__ = "corp_tags"
+
+    local_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    group_name: Mapped[str] = mapped_column(String(30))
+    tag_name: Mapped[str] = mapped_column(String(30))
+    wecom_tag_id: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -14,7 +14,7 @@ from bot.runtime import EmbeddedRuntime
 from bot.services import Services
 from bot.wecom.simulator import Simulator, SimulatorConfig
 from models.deliveries import Delivery, DeliveryStatus
-from models.leads import HookCode, Lead
+from models.leads import CorpTag, HookCode, Lead, LeadTag
 from tests.conftest import TEST_AES_KEY, TEST_AGENT_ID, TEST_CORP_ID, TEST_TOKEN
 from tests.scripts_fixtures import approved
 
@@ -85,6 +85,27 @@ def test_hook_code_to_welcomed_lead(
         while not sim.welcomes and time.monotonic() < deadline:
             time.sleep(0.02)
         elapsed = time.monotonic() - started
+
+        def marked() -> list[str]:
+            relation = sim.relation("zhangsan", "wmNEW1")
+            return list(relation.tags) if relation else []
+
+        while len(marked()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with services.db.transaction() as session:
+            corp_tags = {t.local_name: t for t in session.scalars(select(CorpTag))}
+        assert set(corp_tags) == {"platform:xiaohongshu", "code:XHS888"}
+        assert sorted(marked()) == sorted(t.wecom_tag_id for t in corp_tags.values())
+        assert (corp_tags["platform:xiaohongshu"].group_name, corp_tags["platform:xiaohongshu"].tag_name) == (
+            "来源平台",
+            "小红书",
+        )
+        sim.admin_deletes_tag(corp_tags["code:XHS888"].wecom_tag_id)  # an admin tidies tags in the console
+        while time.monotonic() < deadline:
+            with services.db.transaction() as session:
+                if session.get(CorpTag, "code:XHS888") is None:
+                    break
+            time.sleep(0.02)
     assert sim.welcomes, "no welcome reached WeCom"
     welcome = sim.welcomes[0]
     assert welcome.external_userid == "wmNEW1" and "欢迎从小红书来到示例证券，我是张经理" in (
@@ -147,3 +168,26 @@ def test_acquisition_link_attributes_and_quota_events_alert(
         lead = session.scalars(select(Lead)).one()
     assert (lead.platform, lead.hook_code, lead.external_user_id) == ("douyin", "DY001", "wmACQ1")
     assert alerts() == ["acquisition.balance_exhausted", "acquisition.balance_low"]
+
+
+def test_tags_for_a_customer_without_a_relationship_are_given_up_not_retried(
+    services: Services, sim: Simulator
+) -> None:
+    from bot.leads.tagsync import TagSyncer
+
+    services.settings = services.settings.replace(
+        wecom={"api_base_url": sim.base_url, "agent_secret": sim.config.secrets["agent"],
+               "contact_secret": sim.config.secrets["contact"]}
+    )  # fmt: skip
+    with services.db.transaction() as session:
+        lead = Lead(external_user_id="wmNOREL", owner_userid="zhangsan")
+        session.add(lead)
+        session.flush()
+        session.add(LeadTag(lead_id=lead.id, name="platform:douyin"))
+    syncer = TagSyncer(services.db, services.coordinator, services.client)
+    report = syncer.sync()
+    assert (report.marked, report.given_up) == (0, 1)
+    with services.db.transaction() as session:
+        tag = session.scalars(select(LeadTag)).one()
+        assert not tag.wecom_synced and tag.sync_error and tag.sync_error.split(":")[0] in {"84061", "40096"}
+    assert syncer.sync().given_up == 0  # not tried again
