@@ -190,3 +190,19 @@ def leads_list(ctx: click.Context, platform: str | None, code: str | None, limit
                 f"{lead.external_user_id:<32} {source:<32} owner={lead.owner_userid or '-':<12}"
                 f" {lead.stage} {flags}"
             )
+
+
+@leads.command("show")
+@click.argument("external_user_id")
+@click.pass_context
+def leads_show(ctx: click.Context, external_user_id: str) -> None:
+    """A lead's timeline: inbound messages and events, touches, tags, outbound messages, audit."""
+    from bot.leads.timeline import timeline
+
+    services = ctx.find_root().obj.services()
+    with services.db.read() as session:
+        items = timeline(session, external_user_id)
+    if not items:
+        raise click.ClickException(f"nothing recorded for {external_user_id}")
+    for item in items:
+        click.echo(f"{item.at:%Y-%m-%d %H:%M:%S}  {item.kind:<8} {item.summary}")

@@ -149,6 +149,7 @@ class Ingestor:
             "dedupe_key": key,
             "kind": event.kind,
             "corp_id": event.to_user,
+            "subject": event.subject,
             "payload": event.fields,
             "raw_xml": plaintext,
         }

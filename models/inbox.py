@@ -31,6 +31,7 @@ class InboundEvent(Base):
     dedupe_key: Mapped[str] = mapped_column(String(64), unique=True)
     kind: Mapped[str] = mapped_column(String(64))
     corp_id: Mapped[str] = mapped_column(String(64), default="")
+    subject: Mapped[str] = mapped_column(String(64), default="", index=True)  # the customer, if any
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     raw_xml: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -142,3 +142,27 @@ def test_retried_add_creates_one_lead_one_touch_one_welcome(ready: Services) -> 
         assert len(session.scalars(select(Lead)).all()) == 1
         assert len(session.scalars(select(LeadTouch)).all()) == 1
         assert len(session.scalars(select(Delivery)).all()) == 1
+
+
+def test_timeline_shows_everything_in_order_with_numbers_masked(ready: Services, env: dict[str, str]) -> None:
+    from click.testing import CliRunner
+
+    from bot.cli import main
+    from bot.leads.masking import mask
+    from bot.leads.timeline import timeline
+
+    deliver(ready, contact_event(state="XHS888", welcome_code="WC7", create_time=1))
+    deliver(ready, contact_event("del_follow_user", state=None, welcome_code=None, create_time=2))
+    with ready.db.read() as session:
+        items = timeline(session, "wmEXT0001")
+    kinds = [i.kind for i in items]
+    assert kinds.count("inbound") == 2 and kinds.count("touch") == 1 and kinds.count("tag") == 2
+    outbound = [i.summary for i in items if i.kind == "outbound"]
+    assert len(outbound) == 1 and "welcome_xiaohongshu v1 [cancelled]" in outbound[0]
+    assert [i.at for i in items] == sorted(i.at for i in items)
+    result = CliRunner().invoke(main, ["leads", "show", "wmEXT0001"], env=env)
+    assert result.exit_code == 0 and "arrived via contact_way code XHS888" in result.output
+    assert (
+        mask("电话13800138000 卡号6222021234567890123 日期20250301")
+        == "电话138****8000 卡号622***0123 日期20250301"
+    )

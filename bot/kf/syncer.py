@@ -74,6 +74,7 @@ def insert_pulled(session: Session, corp_id: str, open_kfid: str, message: dict[
             dedupe_key=event.dedupe_key,
             kind=event.kind,
             corp_id=corp_id,
+            subject=event.subject,
             payload=payload,
             raw_xml=json.dumps(message, ensure_ascii=False),
         )

@@ -56,6 +56,11 @@ class Event:
         return repr(sorted((k, repr(v)) for k, v in self.fields.items()))
 
     @property
+    def subject(self) -> str:
+        """The customer (external user id) this event is about, or "" (indexed for the lead timeline)."""
+        return str(getattr(self, "external_user_id", "") or getattr(self, "external_userid", "") or "")
+
+    @property
     def dedupe_key(self) -> str:
         """A fixed-length key, unique in the inbox, that a retried callback reproduces."""
         return hashlib.sha256(f"{self.kind}|{self.dedupe_source()}".encode()).hexdigest()

@@ -1,0 +1,77 @@
+"""A lead's timeline: every inbound message and event, touch, tag and outbound message, in order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from bot.leads.masking import mask
+from models.audit import AuditEntry
+from models.deliveries import Delivery
+from models.inbox import InboundEvent
+from models.leads import Lead, LeadTag, LeadTouch
+
+
+@dataclass(frozen=True)
+class TimelineItem:
+    """One thing that happened to a lead."""
+
+    at: datetime
+    kind: str  # inbound | touch | tag | outbound | audit
+    summary: str
+
+
+def _inbound_summary(row: InboundEvent) -> str:
+    p = row.payload
+    if "text" in p and isinstance(p["text"], dict):
+        return f"customer: {mask(str(p['text'].get('content', '')))}"
+    if "event" in p and isinstance(p["event"], dict):
+        return f"kf event {p['event'].get('event_type', '')}"
+    return f"{row.kind} {p.get('ChangeType', '')}".strip()
+
+
+def timeline(session: Session, external_user_id: str, limit: int = 500) -> list[TimelineItem]:
+    """Everything recorded about one customer, oldest first (phone numbers and ids masked)."""
+    items: list[TimelineItem] = []
+    for event in session.scalars(
+        select(InboundEvent)
+        .where(InboundEvent.subject == external_user_id)
+        .order_by(InboundEvent.id)
+        .limit(limit)
+    ):
+        items.append(TimelineItem(event.received_at, "inbound", _inbound_summary(event)))
+    lead = session.scalars(select(Lead).where(Lead.external_user_id == external_user_id)).first()
+    if lead is not None:
+        for touch in session.scalars(select(LeadTouch).where(LeadTouch.lead_id == lead.id)):
+            how = f"via {touch.source}" + (
+                f" code {touch.code}" if touch.code else f" (raw {touch.raw_state or '-'})"
+            )
+            items.append(TimelineItem(touch.at, "touch", f"arrived {how}, member {touch.member or '-'}"))
+        for tag in session.scalars(select(LeadTag).where(LeadTag.lead_id == lead.id)):
+            state = (
+                "in WeCom"
+                if tag.wecom_synced
+                else (f"not in WeCom: {tag.sync_error}" if tag.sync_error else "local")
+            )
+            items.append(TimelineItem(tag.created_at, "tag", f"{tag.name} ({state})"))
+    for d in session.scalars(
+        select(Delivery).where(Delivery.recipient == external_user_id).order_by(Delivery.id).limit(limit)
+    ):
+        outcome = d.status + (f" {d.errcode}" if d.errcode else "")
+        items.append(
+            TimelineItem(
+                d.created_at, "outbound", f"{d.script_key} v{d.script_version} [{outcome}]: {d.text}"
+            )
+        )
+    targets = [f"lead:{external_user_id}", f"contact:{external_user_id}"]
+    for entry in session.scalars(
+        select(AuditEntry)
+        .where(or_(*(AuditEntry.target == t for t in targets)))
+        .order_by(AuditEntry.id)
+        .limit(limit)
+    ):
+        items.append(TimelineItem(entry.at, "audit", f"{entry.action} by {entry.actor}"))
+    return sorted(items, key=lambda i: i.at)
