@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
+from bot.delivery.outbox import cancel_pending
 from bot.leads.attribution import Arrival, record_arrival
 from bot.leads.tagsync import TAGS_CHANNEL
 from bot.routing import HandlerContext, Router, change_type
@@ -18,7 +19,7 @@ from bot.wecom.events import (
 )
 from handlers.relations import has_active_relation, record_transfer_failure, track_relation
 from models.alerts import Alert
-from models.deliveries import Channel, Delivery, DeliveryStatus
+from models.deliveries import Channel
 from models.leads import PLATFORM_NAMES, CorpTag, Lead, Member, Platform
 from scripts_library.catalogue import NotSendable, sendable
 
@@ -102,13 +103,8 @@ def customer_removed(event: Event, ctx: HandlerContext) -> None:
         return
     lead.reachable = False
     lead.updated_at = ctx.now
-    ctx.session.execute(
-        update(Delivery)
-        .where(
-            Delivery.recipient == event.external_user_id,
-            Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.HELD]),
-        )
-        .values(status=DeliveryStatus.CANCELLED, error=f"customer unreachable after {event.change_type}")
+    cancel_pending(
+        ctx.session, event.external_user_id, f"customer unreachable after {event.change_type}", ctx.now
     )
 
 

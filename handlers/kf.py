@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from bot.delivery.outbox import cancel_pending
 from bot.kf import KF_WAKE_CHANNEL
 from bot.kf.keywords import intents_in, is_subscribe, is_unsubscribe
 from bot.kf.replies import conversation, customer_spoke, send_kf_text
@@ -159,14 +160,7 @@ def unsubscribe(event: Event, ctx: HandlerContext) -> None:
     conv, lead = _inbound(event, ctx)
     already = lead.opted_out
     lead.opted_out, lead.subscribed, lead.updated_at = True, False, ctx.now
-    ctx.session.execute(
-        update(Delivery)
-        .where(
-            Delivery.recipient == lead.external_user_id,
-            Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.HELD]),
-        )
-        .values(status=DeliveryStatus.CANCELLED, error="customer opted out")
-    )
+    cancel_pending(ctx.session, lead.external_user_id, "customer opted out", ctx.now)
     ctx.audit("lead.opt_out", f"lead:{lead.external_user_id}", via="kf", text=event.content, already=already)
     send_kf_text(
         ctx,

@@ -133,6 +133,14 @@ def test_customer_who_leaves_is_unreachable_and_pending_sends_are_cancelled(read
         assert lead_of(session).reachable is False
         welcome = session.scalars(select(Delivery)).one()
         assert welcome.status == DeliveryStatus.CANCELLED and "unreachable" in (welcome.error or "")
+        from models.ledger import LedgerEntry
+        from scripts_library import ledger
+
+        outcomes = [
+            (e.entry_type, e.outcome) for e in session.scalars(select(LedgerEntry).order_by(LedgerEntry.seq))
+        ]
+        assert outcomes == [("message", "queued"), ("outcome", "cancelled")]
+        assert ledger.verify(session).ok
 
 
 def test_retried_add_creates_one_lead_one_touch_one_welcome(ready: Services) -> None:

@@ -96,3 +96,19 @@ def record_in_ledger(session: Session, row: Delivery, now: datetime) -> None:
         now=now,
     )
     row.ledger_seq = entry.seq
+
+
+def cancel_pending(session: Session, recipient: str, reason: str, now: datetime) -> int:
+    """Cancel what is queued or held for a recipient, recording each cancellation in the ledger."""
+    from models.deliveries import DeliveryStatus as Status
+
+    rows = session.scalars(
+        select(Delivery).where(
+            Delivery.recipient == recipient, Delivery.status.in_([Status.QUEUED, Status.HELD])
+        )
+    ).all()
+    for row in rows:
+        row.status, row.error = Status.CANCELLED, reason
+        if row.ledger_seq is not None:
+            ledger.append_outcome(session, row.ledger_seq, "cancelled", detail=reason, now=now)
+    return len(rows)
