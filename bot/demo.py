@@ -19,11 +19,11 @@ from bot.accounts import create_user
 from bot.config import Settings
 from bot.db import migrate
 from bot.leads.hookcodes import create_code, provision_contact_way
+from bot.leads.welcome import WELCOME_WINDOW
 from bot.runtime import EmbeddedRuntime
 from bot.services import Services
 from bot.wecom.crypto import CallbackCrypto, random_nonce
 from bot.wecom.simulator import Simulator, SimulatorConfig
-from handlers.contacts import WELCOME_WINDOW
 from models.deliveries import Delivery, DeliveryStatus
 from models.inbox import InboundEvent
 from models.leads import Lead, LeadTag, Member
@@ -90,7 +90,7 @@ def prepare(services: Services, sim: Simulator) -> dict[str, str]:
 
 
 def _settle(services: Services, timeout_s: float = 60.0) -> None:
-    """Wait until every stored event is handled and every queued delivery has an outcome."""
+    """Wait until every event is handled, every delivery has an outcome and every tag is in WeCom."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with services.db.read() as session:
@@ -104,7 +104,15 @@ def _settle(services: Services, timeout_s: float = 60.0) -> None:
                 .select_from(Delivery)
                 .where(Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.SENDING]))
             )
-        if not open_events and not open_sends:
+            open_tags = session.scalar(
+                select(func.count())
+                .select_from(LeadTag)
+                .join(Lead, Lead.id == LeadTag.lead_id)
+                .where(
+                    LeadTag.wecom_synced.is_(False), LeadTag.sync_error.is_(None), Lead.reachable.is_(True)
+                )
+            )
+        if not open_events and not open_sends and not open_tags:
             return
         time.sleep(0.05)
 
@@ -202,7 +210,7 @@ def print_report(report: DemoReport) -> None:
         ("callback events stored (each exactly once)", report.stored),
         ("forged callbacks refused", report.refused),
         ("approved welcomes delivered to WeCom", report.welcomes),
-        ("welcome latency p50 ms (callback stored → sent)", round(report.welcome_p50_ms)),
+        ("welcome latency p50 ms (WeCom event → sent)", round(report.welcome_p50_ms)),
         ("welcome latency max ms (WeCom allows 20000)", round(report.welcome_max_ms)),
         ("lead tags marked in WeCom", report.tags_in_wecom),
         ("customers who removed their member", report.removed),

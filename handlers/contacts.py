@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from sqlalchemy import select
 
 from bot.delivery.outbox import cancel_pending
 from bot.leads.attribution import Arrival, record_arrival
 from bot.leads.tagsync import TAGS_CHANNEL
+from bot.leads.welcome import message_values, welcome_deadline, welcome_script
 from bot.routing import HandlerContext, Router, change_type
 from bot.wecom.events import (
     ChangeType,
@@ -20,58 +19,26 @@ from bot.wecom.events import (
 from handlers.relations import has_active_relation, record_transfer_failure, track_relation
 from models.alerts import Alert
 from models.deliveries import Channel
-from models.leads import PLATFORM_NAMES, CorpTag, Lead, Member, Platform
-from scripts_library.catalogue import NotSendable, sendable
+from models.leads import CorpTag, Lead, Member
 
 router = Router("contacts")
 
-WELCOME_WINDOW = timedelta(seconds=20)
-DEFAULT_WELCOME = "welcome_default"
-
-
-def _welcome_script(ctx: HandlerContext, platform: str | None) -> str | None:
-    candidates = ([f"welcome_{platform}"] if platform else []) + [DEFAULT_WELCOME]
-    for key in candidates:
-        try:
-            sendable(ctx.session, key, ctx.now)
-        except NotSendable:
-            continue
-        return key
-    return None
-
 
 def _queue_welcome(event: ExternalContactChange, ctx: HandlerContext, lead: Lead) -> None:
-    key = _welcome_script(ctx, lead.platform)
+    key = welcome_script(ctx, lead)
     if key is None:
-        ctx.session.add(
-            Alert(
-                raised_at=ctx.now,
-                kind="welcome.no_script",
-                severity="critical",
-                audience="both",
-                message=f"no approved welcome for {lead.platform or 'unattributed'} leads; welcome not sent",
-                detail={"lead": lead.external_user_id, "platform": lead.platform},
-            )
-        )
         return
     member = ctx.session.get(Member, event.user_id)
-    platform_name = PLATFORM_NAMES.get(Platform(lead.platform), "") if lead.platform else ""
-    compliance = ctx.settings.compliance
     ctx.queue(
         purpose_key=f"welcome:{event.external_user_id}:{event.welcome_code}",
         channel=Channel.CONTACT_WELCOME,
         recipient=event.external_user_id,
         sender=event.user_id,
         script_key=key,
-        values={
-            "lead": {"display_name": lead.display_name},
-            "manager": {"name": member.name if member else ""},
-            "hook": {"platform_name": platform_name},
-            "firm": {"name": compliance.firm_name, "opt_out": compliance.opt_out_instruction},
-        },
+        values=message_values(ctx, lead, member.name if member else ""),
         params={"welcome_code": event.welcome_code},
         priority=0,
-        deadline=ctx.received_at + WELCOME_WINDOW,
+        deadline=welcome_deadline(ctx, event.create_time),
     )
 
 

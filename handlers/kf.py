@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -15,6 +15,7 @@ from bot.kf.keywords import intents_in, is_subscribe, is_unsubscribe
 from bot.kf.replies import conversation, customer_spoke, send_kf_text
 from bot.kf.risk import record_inbound_risk
 from bot.leads.attribution import Arrival, record_arrival
+from bot.leads.welcome import message_values, welcome_deadline, welcome_script
 from bot.routing import Filter, HandlerContext, Router
 from bot.wecom.events import (
     Event,
@@ -26,17 +27,13 @@ from bot.wecom.events import (
     KfServicerMessage,
     KfSessionStatusChange,
 )
-from models.alerts import Alert
 from models.deliveries import Channel, Delivery, DeliveryStatus
 from models.kf import IntentSignal, KfConversation, KfCursor
-from models.leads import PLATFORM_NAMES, HookCode, Lead, Platform
+from models.leads import HookCode, Lead
 from scripts_library import ledger
-from scripts_library.catalogue import NotSendable, sendable
 
 router = Router("kf")
 
-WELCOME_WINDOW = timedelta(seconds=20)
-DEFAULT_WELCOME = "welcome_default"
 FAIL_TYPES = {
     0: "unknown",
     1: "kf account deleted",
@@ -73,27 +70,6 @@ def _lead(ctx: HandlerContext, external_user_id: str) -> Lead:
     return lead
 
 
-def _values(ctx: HandlerContext, lead: Lead) -> dict[str, dict[str, Any]]:
-    compliance = ctx.settings.compliance
-    platform_name = PLATFORM_NAMES.get(Platform(lead.platform), "") if lead.platform else ""
-    return {
-        "lead": {"display_name": lead.display_name},
-        "manager": {"name": ""},
-        "hook": {"platform_name": platform_name},
-        "firm": {"name": compliance.firm_name, "opt_out": compliance.opt_out_instruction},
-    }
-
-
-def _welcome_script(ctx: HandlerContext, platform: str | None) -> str | None:
-    for key in ([f"welcome_{platform}"] if platform else []) + [DEFAULT_WELCOME]:
-        try:
-            sendable(ctx.session, key, ctx.now)
-        except NotSendable:
-            continue
-        return key
-    return None
-
-
 @router.on(KfEnterSession)
 def entered(event: Event, ctx: HandlerContext) -> None:
     """Attribute the lead by scene_param and welcome it with send_msg_on_event inside the 20 s window."""
@@ -105,22 +81,8 @@ def entered(event: Event, ctx: HandlerContext) -> None:
     )
     if not event.welcome_code or lead.opted_out:
         return
-    key = _welcome_script(ctx, lead.platform)
+    key = welcome_script(ctx, lead, open_kfid=event.open_kfid)
     if key is None:
-        ctx.session.add(
-            Alert(
-                raised_at=ctx.now,
-                kind="welcome.no_script",
-                severity="critical",
-                audience="both",
-                message=f"no approved welcome for {lead.platform or 'unattributed'} leads; no kf welcome",
-                detail={
-                    "lead": lead.external_user_id,
-                    "platform": lead.platform,
-                    "open_kfid": event.open_kfid,
-                },
-            )
-        )
         return
     ctx.queue(
         purpose_key=f"kf_welcome:{event.open_kfid}:{event.msgid}",
@@ -128,10 +90,10 @@ def entered(event: Event, ctx: HandlerContext) -> None:
         recipient=event.external_userid,
         sender=event.open_kfid,
         script_key=key,
-        values=_values(ctx, lead),
+        values=message_values(ctx, lead),
         params={"code": event.welcome_code},
         priority=0,
-        deadline=ctx.received_at + WELCOME_WINDOW,
+        deadline=welcome_deadline(ctx, event.create_time),
     )
 
 
@@ -168,7 +130,7 @@ def unsubscribe(event: Event, ctx: HandlerContext) -> None:
         lead,
         purpose_key=_purpose(event),
         script_key="unsubscribe_confirm",
-        values=_values(ctx, lead),
+        values=message_values(ctx, lead),
         allow_opted_out=True,
     )
 
@@ -187,7 +149,7 @@ def subscribe(event: Event, ctx: HandlerContext) -> None:
         lead,
         purpose_key=_purpose(event),
         script_key="subscribe_confirm",
-        values=_values(ctx, lead),
+        values=message_values(ctx, lead),
     )
 
 
@@ -215,7 +177,7 @@ def customer_text(event: Event, ctx: HandlerContext) -> None:
             lead,
             purpose_key=_purpose(event),
             script_key="keyword_report_claim",
-            values=_values(ctx, lead),
+            values=message_values(ctx, lead),
         )
         return
     for intent, word in intents_in(event.content):
@@ -230,7 +192,7 @@ def customer_text(event: Event, ctx: HandlerContext) -> None:
             )
         )
     send_kf_text(
-        ctx, conv, lead, purpose_key=_purpose(event), script_key="fallback", values=_values(ctx, lead)
+        ctx, conv, lead, purpose_key=_purpose(event), script_key="fallback", values=message_values(ctx, lead)
     )
 
 

@@ -75,7 +75,10 @@ def test_code_rules_follow_wecom_limits(services: Services) -> None:
 
 
 def test_attributed_arrival_is_tagged_and_welcomed_with_the_platform_script(ready: Services) -> None:
-    deliver(ready, contact_event(state="XHS888", welcome_code="WC1"))
+    import time
+
+    sent_at = int(time.time()) - 3  # WeCom issued the code 3 s before we stored the callback
+    deliver(ready, contact_event(state="XHS888", welcome_code="WC1", create_time=sent_at))
     with ready.db.transaction() as session:
         lead = lead_of(session)
         assert (lead.platform, lead.hook_code, lead.owner_userid) == ("xiaohongshu", "XHS888", "zhangsan")
@@ -87,7 +90,11 @@ def test_attributed_arrival_is_tagged_and_welcomed_with_the_platform_script(read
     assert welcome.script_key == "welcome_xiaohongshu" and welcome.params == {"welcome_code": "WC1"}
     assert "欢迎从小红书来到示例证券，我是张经理" in welcome.text
     assert welcome.priority == 0 and welcome.ledger_seq is not None
-    assert welcome.deadline == event.received_at + timedelta(seconds=20)
+    # The code's 20 s run from when WeCom issued it, not from when we stored the callback.
+    from datetime import UTC, datetime
+
+    assert welcome.deadline == datetime.fromtimestamp(sent_at, UTC) + timedelta(seconds=20)
+    assert welcome.deadline < event.received_at + timedelta(seconds=20)
 
 
 @pytest.mark.parametrize("state", ["NOPE42", None])

@@ -29,9 +29,10 @@ from scripts_library import ledger
 
 log = logging.getLogger("wecom_bot.dispatcher")
 
-# Per corp per API WeCom allows 10,000 calls a minute; stay below it across all replicas.
-API_RATE_PER_S = 9000 / 60
-API_BURST = 200
+# Per corp per API WeCom allows 10,000 calls a minute. Any 60 s window of this bucket holds at most
+# burst + 60 × rate = 9,000 calls, across all replicas, and a burst of adds is not throttled.
+API_RATE_PER_S = 100.0
+API_BURST = 3000
 # Per member WeCom silently drops app messages beyond 30 a minute: never get near it.
 MEMBER_RATE_PER_S = 20 / 60
 MEMBER_BURST = 20
