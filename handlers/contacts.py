@@ -7,7 +7,7 @@ from sqlalchemy import select
 from bot.delivery.outbox import cancel_pending
 from bot.leads.attribution import Arrival, record_arrival
 from bot.leads.tagsync import TAGS_CHANNEL
-from bot.leads.welcome import message_values, welcome_deadline, welcome_script
+from bot.leads.welcome import message_values, queue_welcome, welcome_deadline
 from bot.routing import HandlerContext, Router, change_type
 from bot.wecom.events import (
     ChangeType,
@@ -25,16 +25,15 @@ router = Router("contacts")
 
 
 def _queue_welcome(event: ExternalContactChange, ctx: HandlerContext, lead: Lead) -> None:
-    key = welcome_script(ctx, lead)
-    if key is None:
-        return
     member = ctx.session.get(Member, event.user_id)
-    ctx.queue(
+    queue_welcome(
+        ctx,
+        lead,
+        {},
         purpose_key=f"welcome:{event.external_user_id}:{event.welcome_code}",
         channel=Channel.CONTACT_WELCOME,
         recipient=event.external_user_id,
         sender=event.user_id,
-        script_key=key,
         values=message_values(ctx, lead, member.name if member else ""),
         params={"welcome_code": event.welcome_code},
         priority=0,

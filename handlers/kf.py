@@ -15,7 +15,7 @@ from bot.kf.keywords import intents_in, is_subscribe, is_unsubscribe
 from bot.kf.replies import conversation, customer_spoke, send_kf_text
 from bot.kf.risk import record_inbound_risk
 from bot.leads.attribution import Arrival, record_arrival
-from bot.leads.welcome import message_values, welcome_deadline, welcome_script
+from bot.leads.welcome import message_values, queue_welcome, welcome_deadline
 from bot.routing import Filter, HandlerContext, Router
 from bot.wecom.events import (
     Event,
@@ -81,15 +81,14 @@ def entered(event: Event, ctx: HandlerContext) -> None:
     )
     if not event.welcome_code or lead.opted_out:
         return
-    key = welcome_script(ctx, lead, open_kfid=event.open_kfid)
-    if key is None:
-        return
-    ctx.queue(
+    queue_welcome(
+        ctx,
+        lead,
+        {"open_kfid": event.open_kfid},
         purpose_key=f"kf_welcome:{event.open_kfid}:{event.msgid}",
         channel=Channel.KF_WELCOME,
         recipient=event.external_userid,
         sender=event.open_kfid,
-        script_key=key,
         values=message_values(ctx, lead),
         params={"code": event.welcome_code},
         priority=0,

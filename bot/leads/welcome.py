@@ -7,8 +7,9 @@ from typing import Any
 
 from bot.routing import HandlerContext
 from models.alerts import Alert
+from models.deliveries import Delivery
 from models.leads import PLATFORM_NAMES, Lead, Platform
-from scripts_library.catalogue import NotSendable, sendable
+from scripts_library.catalogue import NotSendable
 
 WELCOME_WINDOW = timedelta(seconds=20)  # WeCom's welcome_code lifetime
 DEFAULT_WELCOME = "welcome_default"
@@ -26,15 +27,19 @@ def welcome_deadline(ctx: HandlerContext, sent_at_epoch: int) -> datetime:
     return start + WELCOME_WINDOW
 
 
-def welcome_script(ctx: HandlerContext, lead: Lead, **detail: Any) -> str | None:
-    """The platform's approved welcome, else the default; with neither, alert and return None."""
+def queue_welcome(
+    ctx: HandlerContext, lead: Lead, alert_detail: dict[str, Any], **queue: Any
+) -> Delivery | None:
+    """Queue the platform's approved welcome, else the default; with neither, alert and return None.
+
+    Each attempt goes straight to the outbox, which looks the approval up once.
+    """
     candidates = ([f"welcome_{lead.platform}"] if lead.platform else []) + [DEFAULT_WELCOME]
     for key in candidates:
         try:
-            sendable(ctx.session, key, ctx.now)
+            return ctx.queue(script_key=key, **queue)
         except NotSendable:
             continue
-        return key
     ctx.session.add(
         Alert(
             raised_at=ctx.now,
@@ -42,7 +47,7 @@ def welcome_script(ctx: HandlerContext, lead: Lead, **detail: Any) -> str | None
             severity="critical",
             audience="both",
             message=f"no approved welcome for {lead.platform or 'unattributed'} leads; welcome not sent",
-            detail={"lead": lead.external_user_id, "platform": lead.platform, **detail},
+            detail={"lead": lead.external_user_id, "platform": lead.platform, **alert_detail},
         )
     )
     return None
