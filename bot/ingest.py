@@ -13,6 +13,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bot.config import Settings
 from bot.coordination import Coordinator
+from bot.coordination.waker import CoalescingWaker
 from bot.db import Database
 from bot.wecom.crypto import CallbackCrypto, CryptoError
 from bot.wecom.events import Event, EventError, UnknownEvent, parse_event
@@ -58,6 +59,7 @@ class Ingestor:
         self.db = db
         self.coordinator = coordinator
         self.clock = clock
+        self._waker = CoalescingWaker(coordinator, WAKE_CHANNEL)
         self.crypto = CallbackCrypto(
             settings.wecom.token, settings.wecom.encoding_aes_key, settings.wecom.corp_id
         )
@@ -157,7 +159,7 @@ class Ingestor:
             row = conn.execute(self._insert, values).first()
         if row is None:
             return IngestResult(stored=False, event_id=None, kind=event.kind, dedupe_key=key)
-        self.coordinator.wake(WAKE_CHANNEL)
+        self._waker.wake()
         return IngestResult(stored=True, event_id=int(row[0]), kind=event.kind, dedupe_key=key)
 
     def ingest(self, msg_signature: str, timestamp: str, nonce: str, body: bytes) -> IngestResult:
