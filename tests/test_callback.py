@@ -10,6 +10,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from bot.app import create_app
+from bot.ingest import CallbackRejected
 from bot.services import Services
 from bot.wecom.crypto import CallbackCrypto
 from models.inbox import EventStatus, InboundEvent
@@ -185,3 +186,24 @@ def test_health_and_readiness(client: FlaskClient) -> None:
     resp = client.get("/readyz")
     assert resp.status_code == 200, resp.get_json()
     assert resp.get_json()["checks"] == {"database": "ok", "coordination": "ok", "callback": "ok"}
+
+
+def test_envelope_fast_path_reads_only_wecoms_exact_shape() -> None:
+    from bot.ingest import _ENVELOPE, envelope_encrypt
+
+    enc = CRYPTO.encrypt(text_message())
+    shapes = [
+        f"<xml><ToUserName><![CDATA[ww_test_corp]]></ToUserName><Encrypt><![CDATA[{enc}]]></Encrypt></xml>",
+        f"<xml>\n<ToUserName><![CDATA[ww1]]></ToUserName>\n<Encrypt><![CDATA[{enc}]]></Encrypt>\n"
+        "<AgentID><![CDATA[1000002]]></AgentID>\n</xml>",
+        f"<xml><Encrypt><![CDATA[{enc}]]></Encrypt><AgentID>1</AgentID></xml>",
+    ]
+    for body in shapes:
+        assert _ENVELOPE.match(body.encode()) and envelope_encrypt(body.encode()) == enc
+    hostile = f'<!DOCTYPE x [<!ENTITY a "b">]><xml><Encrypt><![CDATA[{enc}]]></Encrypt></xml>'.encode()
+    assert _ENVELOPE.match(hostile) is None  # not the usual shape: the hardened parser decides
+    with pytest.raises(CallbackRejected) as refused:
+        envelope_encrypt(hostile)
+    assert refused.value.status == 400
+    reordered = f"<xml><Encrypt>{enc}</Encrypt><ToUserName>ww1</ToUserName></xml>".encode()
+    assert _ENVELOPE.match(reordered) is None and envelope_encrypt(reordered) == enc  # parsed instead
