@@ -503,6 +503,23 @@ class BotRow:
     errcode: int | None = None
 
 
+def wait_for_outcomes(url: str, timeout_s: float) -> None:
+    """Wait until no welcome is mid-send, so every API call the simulator saw has its outcome row."""
+    from models.deliveries import Delivery, DeliveryStatus
+
+    db = Database(DatabaseSettings(url=url))
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            with db.transaction() as session:
+                stmt = sa.select(sa.func.count()).select_from(Delivery)
+                if not session.scalar(stmt.where(Delivery.status == DeliveryStatus.SENDING)):
+                    return
+            time.sleep(0.05)
+    finally:
+        db.dispose()
+
+
 def bot_rows(url: str, external_ids: set[str]) -> dict[str, BotRow]:
     """Per customer: inbox received/processed times and the welcome delivery's outcome."""
     from models.deliveries import Channel, Delivery
@@ -668,7 +685,7 @@ def run_phase(args: argparse.Namespace, name: str, url: str, redis_url: str, log
         while sim.ask("count") < target and time.monotonic() < drain_deadline:
             time.sleep(0.1)
         drain_s = time.monotonic() - t0 - burst_s
-        time.sleep(0.5)  # let the last `sent` rows commit
+        wait_for_outcomes(url, timeout_s=10.0)
         after = cpu_seconds(groups, pids)
         results = sim.ask("results")
         rows = bot_rows(url, set(ids))
