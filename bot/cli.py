@@ -210,13 +210,13 @@ def worker(ctx: Context, threads: int, dispatchers: int) -> None:
     services = ctx.services()
     _require_schema(services)
     stop = threading.Event()
+    sender = DeliveryDispatcher(services.settings, services.db, services.coordinator, services.client)
     loops = [
-        Worker(services.settings, services.db, services.coordinator, build_dispatcher())
+        Worker(services.settings, services.db, services.coordinator, build_dispatcher(), sender=sender)
         for _ in range(threads)
     ]
     runners = [threading.Thread(target=w.run_forever, args=(stop,), daemon=True) for w in loops]
     if dispatchers:
-        sender = DeliveryDispatcher(services.settings, services.db, services.coordinator, services.client)
         runners += [
             threading.Thread(target=sender.run_forever, args=(stop,), daemon=True) for _ in range(dispatchers)
         ]
@@ -364,6 +364,7 @@ def users_add(ctx: Context, username: str, role: str, password: str | None) -> N
 
 
 def _register_commands() -> None:
+    from bot.cli_calendar import calendar
     from bot.cli_deliveries import deliveries
     from bot.cli_leads import hookcodes, leads, members
     from bot.cli_ledger import ledger
@@ -372,6 +373,7 @@ def _register_commands() -> None:
     from bot.demo import demo
     from bot.wecom.simulator.cli import simulator
 
+    main.add_command(calendar)
     main.add_command(deliveries)
     main.add_command(demo)
     main.add_command(hookcodes)

@@ -74,6 +74,7 @@ class WorkerSettings:
     backoff_base_s: float = 2.0
     backoff_max_s: float = 600.0
     idle_poll_s: float = 5.0
+    send_concurrency: int = 8
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,7 @@ def _validate(settings: Settings) -> None:
         (settings.worker.max_attempts >= 1, "worker.max_attempts: must be at least 1"),
         (settings.worker.lease_s >= 5, "worker.lease_s: must be at least 5 seconds"),
         (settings.worker.batch_size >= 1, "worker.batch_size: must be at least 1"),
+        (1 <= settings.worker.send_concurrency <= 64, "worker.send_concurrency: must be 1-64"),
     ]
     for ok, message in checks:
         if not ok:

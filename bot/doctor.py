@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
 from sqlalchemy import text
 
 from bot.config import ConfigError, Settings, load_settings
+from bot.trading_calendar import (
+    COVERAGE_WARN_DAYS,
+    EXCHANGE,
+    TradingCalendar,
+    exchange_data,
+    shanghai_today,
+)
+from models.base import utcnow
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,27 @@ def _check_wecom_token(settings: Settings) -> list[CheckResult]:
     return results
 
 
+def _check_trading_calendar(today: date) -> CheckResult:
+    """Warn while exchange data runs short; after it ends the calendar falls back to weekdays."""
+    try:
+        calendar = TradingCalendar(exchange_data())
+    except Exception as exc:
+        return CheckResult(
+            "calendar", "fail", f"{EXCHANGE} exchange data unavailable: {type(exc).__name__}: {exc}"
+        )
+    end = calendar.coverage_end
+    left = calendar.days_of_coverage_left(today)
+    if left < COVERAGE_WARN_DAYS:
+        return CheckResult(
+            "calendar",
+            "warn",
+            f"{EXCHANGE} exchange data ends {end} ({left} days left): after {end} the calendar falls back"
+            " to weekdays minus 'closed' plus 'open' overrides (`wecom-bot calendar overrides`);"
+            " upgrade exchange-calendars for newer exchange data",
+        )
+    return CheckResult("calendar", "ok", f"{EXCHANGE} exchange data through {end} ({left} days left)")
+
+
 def run_checks(config_path: str | None) -> list[CheckResult]:
     """Run every check in order; a broken configuration stops the rest."""
     try:
@@ -102,4 +132,5 @@ def run_checks(config_path: str | None) -> list[CheckResult]:
     results.append(_check_database(settings))
     results.append(_check_redis(settings))
     results.extend(_check_wecom_token(settings))
+    results.append(_check_trading_calendar(shanghai_today(utcnow())))
     return results

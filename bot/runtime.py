@@ -26,16 +26,6 @@ class EmbeddedRuntime:
         self.app = create_app(services=services)
         self.stop_event = threading.Event()
         self.server: BaseWSGIServer = make_server(host, port, self.app, threaded=True)
-        self.workers = [
-            Worker(
-                services.settings,
-                services.db,
-                services.coordinator,
-                build_dispatcher(),
-                worker_id=f"embedded-{i}",
-            )
-            for i in range(workers)
-        ]
         self.dispatcher = DeliveryDispatcher(
             services.settings,
             services.db,
@@ -43,6 +33,17 @@ class EmbeddedRuntime:
             services.client,
             worker_id="embedded-dispatch",
         )
+        self.workers = [
+            Worker(
+                services.settings,
+                services.db,
+                services.coordinator,
+                build_dispatcher(),
+                worker_id=f"embedded-{i}",
+                sender=self.dispatcher,  # welcomes go out right after the event commits
+            )
+            for i in range(workers)
+        ]
         self.tag_syncer = TagSyncer(services.db, services.coordinator, services.client)
         self.kf_syncer = KfSyncer(
             services.settings,

@@ -8,20 +8,26 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, or_, select, update
 
 from bot.config import Settings
 from bot.coordination import Coordinator
 from bot.db import Database
+from bot.delivery.outbox import Claim
 from bot.ingest import WAKE_CHANNEL
 from bot.routing import Dispatcher, HandlerContext
-from bot.wecom.events import parse_event
+from bot.routing.router import Route
+from bot.wecom.events import Event, parse_event
 from models.base import utcnow
 from models.inbox import EventStatus, InboundEvent
+
+if TYPE_CHECKING:
+    from bot.delivery.dispatcher import DeliveryDispatcher
 
 log = logging.getLogger("wecom_bot.worker")
 _STOP_CHECK_S = 0.5
@@ -54,7 +60,10 @@ class Worker:
         dispatcher: Dispatcher,
         worker_id: str | None = None,
         clock: Callable[[], datetime] = utcnow,
+        sender: DeliveryDispatcher | None = None,
     ) -> None:
+        """`sender`, when given, sends the messages an event queues right after its commit."""
+        self.sender = sender
         self.settings = settings
         self.cfg = settings.worker
         self.db = db
@@ -65,6 +74,9 @@ class Worker:
 
     def claim(self, limit: int | None = None) -> list[int]:
         """Lease up to `limit` due events (pending and due, or processing with an expired lease)."""
+        return [event_id for event_id, _payload in self._claim(limit)]
+
+    def _claim(self, limit: int | None = None) -> list[tuple[int, dict[str, Any]]]:
         now = self.clock()
         limit = limit or self.cfg.batch_size
         t = InboundEvent
@@ -73,12 +85,18 @@ class Worker:
             and_(t.status == EventStatus.PROCESSING, t.lease_until < now),
         )
         with self.db.transaction() as session:
-            stmt = select(t.id).where(due).order_by(t.id).limit(limit).with_for_update(skip_locked=True)
-            ids = list(session.scalars(stmt))
-            if ids:
+            stmt = (
+                select(t.id, t.payload)
+                .where(due)
+                .order_by(t.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+            claimed = [(row.id, row.payload) for row in session.execute(stmt)]
+            if claimed:
                 session.execute(
                     update(t)
-                    .where(t.id.in_(ids))
+                    .where(t.id.in_([event_id for event_id, _payload in claimed]))
                     .values(
                         status=EventStatus.PROCESSING,
                         locked_by=self.worker_id,
@@ -86,9 +104,22 @@ class Worker:
                         attempts=t.attempts + 1,
                     )
                 )
-        return ids
+        return claimed
 
-    def process(self, event_id: int) -> Outcome:
+    def _delivery_claim(self, now: datetime) -> Claim | None:
+        if self.sender is None:
+            return None
+        return Claim(self.sender.worker_id, now + timedelta(seconds=self.cfg.lease_s))
+
+    def _after_commit(self, contexts: Sequence[HandlerContext]) -> None:
+        channels = set().union(*(ctx.wake_after_commit for ctx in contexts))
+        for channel in channels:
+            self.coordinator.wake(channel)
+        rows = [row for ctx in contexts for row in ctx.send_after_commit]
+        if rows and self.sender is not None:
+            self.sender.send_claimed(rows)
+
+    def process(self, event_id: int, event: Event | None = None) -> Outcome:
         """Run the handler for one claimed event; its effects and the status commit together."""
         try:
             with self.db.transaction() as session:
@@ -96,13 +127,15 @@ class Worker:
                 if row is None or row.status != EventStatus.PROCESSING or row.locked_by != self.worker_id:
                     return Outcome(event_id, "lost-lease")
                 now = self.clock()
-                event = parse_event(row.payload)
+                if event is None:
+                    event = parse_event(row.payload)
                 ctx = HandlerContext(
                     session=session,
                     settings=self.settings,
                     now=now,
                     event_id=event_id,
                     received_at=row.received_at,
+                    claim=self._delivery_claim(now),
                 )
                 handler = self.dispatcher.dispatch(event, ctx)
                 row.status = EventStatus.DONE if handler else EventStatus.IGNORED
@@ -111,12 +144,55 @@ class Worker:
                 row.lease_until = None
                 row.last_error = None
                 outcome = Outcome(event_id, row.status, handler)
-            for channel in ctx.wake_after_commit:
-                self.coordinator.wake(channel)
-            return outcome
         except Exception as exc:
             log.exception("event %s failed", event_id)
             return self._record_failure(event_id, f"{type(exc).__name__}: {exc}"[:2000])
+        self._after_commit([ctx])
+        return outcome
+
+    def process_batch(self, route: Route, items: Sequence[tuple[int, Event]]) -> list[Outcome] | None:
+        """Run a batch route on several claimed events in one transaction; None if it failed.
+
+        On failure nothing of the batch is kept and the caller processes the events one by one,
+        so one bad event cannot hold back the others.
+        """
+        ids = [event_id for event_id, _event in items]
+        try:
+            with self.db.transaction() as session:
+                stmt = select(InboundEvent).where(InboundEvent.id.in_(ids)).with_for_update()
+                rows = {row.id: row for row in session.scalars(stmt)}
+                now = self.clock()
+                claim = self._delivery_claim(now)
+                live = [
+                    (rows[event_id], event)
+                    for event_id, event in items
+                    if event_id in rows
+                    and rows[event_id].status == EventStatus.PROCESSING
+                    and rows[event_id].locked_by == self.worker_id
+                ]
+                contexts = [
+                    HandlerContext(session, self.settings, now, row.id, row.received_at, claim=claim)
+                    for row, _event in live
+                ]
+                name = self.dispatcher.dispatch_batch(
+                    route, [(event, ctx) for (_row, event), ctx in zip(live, contexts, strict=True)]
+                )
+                for row, _event in live:
+                    row.status, row.handled_by, row.processed_at = EventStatus.DONE, name, now
+                    row.lease_until, row.last_error = None, None
+        except Exception:
+            log.warning("batch of %d events failed; processing them one by one", len(ids), exc_info=True)
+            return None
+        self._after_commit(contexts)
+        done = {row.id for row, _event in live}
+        return [
+            Outcome(
+                event_id,
+                EventStatus.DONE if event_id in done else "lost-lease",
+                name if event_id in done else None,
+            )
+            for event_id in ids
+        ]
 
     def _record_failure(self, event_id: int, error: str) -> Outcome:
         now = self.clock()
@@ -136,8 +212,35 @@ class Worker:
             return Outcome(event_id, row.status, error=error)
 
     def run_once(self) -> list[Outcome]:
-        """Claim one batch and process it; return what happened to each event."""
-        return [self.process(event_id) for event_id in self.claim()]
+        """Claim one batch and process it; return what happened to each event.
+
+        Events whose route takes batches are handled together, in one transaction per route;
+        the rest one by one, in the order they arrived.
+        """
+        outcomes: list[Outcome] = []
+        batches: dict[str, tuple[Route, list[tuple[int, Event]]]] = {}
+        singles: list[tuple[int, Event | None]] = []
+        for event_id, payload in self._claim():
+            try:
+                event = parse_event(payload)
+            except Exception:  # reported by process(), which parses again
+                singles.append((event_id, None))
+                continue
+            route = self.dispatcher.match(event)
+            if route is not None and route.batched:
+                batches.setdefault(route.name, (route, []))[1].append((event_id, event))
+            else:
+                singles.append((event_id, event))
+        for route, items in batches.values():
+            done = self.process_batch(route, items) if len(items) > 1 else None
+            if done is None:
+                singles.extend(items)
+            else:
+                outcomes.extend(done)
+        outcomes.extend(
+            self.process(event_id, event) for event_id, event in sorted(singles, key=lambda i: i[0])
+        )
+        return outcomes
 
     def drain(self, max_batches: int = 1000) -> list[Outcome]:
         """Process until nothing is due (used by commands and tests)."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import select
 
 from bot.delivery.outbox import cancel_pending
-from bot.leads.attribution import Arrival, record_arrival
+from bot.leads.attribution import Arrival, record_arrivals
 from bot.leads.tagsync import TAGS_CHANNEL
 from bot.leads.welcome import message_values, queue_welcome, welcome_deadline
 from bot.routing import HandlerContext, Router, change_type
@@ -16,21 +18,27 @@ from bot.wecom.events import (
     ExternalContactChange,
     ExternalTagChange,
 )
-from handlers.relations import has_active_relation, record_transfer_failure, track_relation
+from handlers.relations import (
+    has_active_relation,
+    record_transfer_failure,
+    track_relation,
+    track_relations,
+)
 from models.alerts import Alert
-from models.deliveries import Channel
+from models.deliveries import Channel, Delivery
 from models.leads import CorpTag, Lead, Member
 
 router = Router("contacts")
 
 
-def _queue_welcome(event: ExternalContactChange, ctx: HandlerContext, lead: Lead) -> None:
-    member = ctx.session.get(Member, event.user_id)
+def _queue_welcome(
+    event: ExternalContactChange, ctx: HandlerContext, lead: Lead, member: Member | None
+) -> None:
     queue_welcome(
         ctx,
         lead,
         {},
-        purpose_key=f"welcome:{event.external_user_id}:{event.welcome_code}",
+        purpose_key=_welcome_key(event),
         channel=Channel.CONTACT_WELCOME,
         recipient=event.external_user_id,
         sender=event.user_id,
@@ -38,25 +46,47 @@ def _queue_welcome(event: ExternalContactChange, ctx: HandlerContext, lead: Lead
         params={"welcome_code": event.welcome_code},
         priority=0,
         deadline=welcome_deadline(ctx, event.create_time),
+        known_new=True,
+        flush=False,
     )
 
 
-@router.on(
+def _welcome_key(event: ExternalContactChange) -> str:
+    return f"welcome:{event.external_user_id}:{event.welcome_code}"
+
+
+@router.on_batch(
     ExternalContactChange, change_type(ChangeType.ADD_EXTERNAL_CONTACT, ChangeType.ADD_HALF_EXTERNAL_CONTACT)
 )
-def customer_added(event: Event, ctx: HandlerContext) -> None:
-    """Record the relationship and the touch, tag the lead, and queue the platform's welcome."""
-    assert isinstance(event, ExternalContactChange)
-    track_relation(event, ctx)
-    arrival = Arrival(event.external_user_id, event.user_id, event.state, "contact_way", ctx.event_id)
-    lead, code = record_arrival(ctx.session, arrival, ctx.now)
-    ctx.audit(
-        "lead.touch", f"lead:{lead.external_user_id}", code=code.code if code else None, raw=event.state
-    )
-    if code is not None:
-        ctx.wake_after_commit.add(TAGS_CHANNEL)  # mirror the new tags into WeCom
-    if event.welcome_code and not lead.opted_out:
-        _queue_welcome(event, ctx, lead)
+def customers_added(items: Sequence[tuple[Event, HandlerContext]]) -> None:
+    """Record each relationship and touch, tag the leads, and queue each platform's welcome.
+
+    A burst of adds is handled in batches: a few statements load and write for all of them.
+    """
+    adds = [(event, ctx) for event, ctx in items if isinstance(event, ExternalContactChange)]
+    session = adds[0][1].session
+    track_relations(adds)
+    arrivals = [
+        Arrival(event.external_user_id, event.user_id, event.state, "contact_way", ctx.event_id)
+        for event, ctx in adds
+    ]
+    attributed = record_arrivals(session, arrivals, adds[0][1].now)
+    welcomes = {_welcome_key(event) for event, _ctx in adds if event.welcome_code}
+    if welcomes:
+        stmt = select(Delivery.purpose_key).where(Delivery.purpose_key.in_(welcomes))
+        welcomes -= set(session.scalars(stmt))  # a redelivered add is welcomed once
+        stmt_members = select(Member).where(Member.userid.in_({event.user_id for event, _ctx in adds}))
+        members = {member.userid: member for member in session.scalars(stmt_members)}
+    for (event, ctx), (lead, code) in zip(adds, attributed, strict=True):
+        ctx.audit(
+            "lead.touch", f"lead:{lead.external_user_id}", code=code.code if code else None, raw=event.state
+        )
+        if code is not None:
+            ctx.wake_after_commit.add(TAGS_CHANNEL)  # mirror the new tags into WeCom
+        key = _welcome_key(event)
+        if event.welcome_code and not lead.opted_out and key in welcomes:
+            welcomes.discard(key)
+            _queue_welcome(event, ctx, lead, members.get(event.user_id))
 
 
 @router.on(ExternalContactChange, change_type(ChangeType.DEL_FOLLOW_USER, ChangeType.DEL_EXTERNAL_CONTACT))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import select
 
 from bot.routing import HandlerContext
@@ -25,30 +27,42 @@ def _relation(ctx: HandlerContext, user_id: str, external_user_id: str) -> Conta
 
 def track_relation(event: ExternalContactChange, ctx: HandlerContext) -> ContactRelation:
     """Create or update the pair; the first `state` is kept, later ones are recorded as last."""
-    status = STATUS_BY_CHANGE[ChangeType(event.change_type)]
-    relation = _relation(ctx, event.user_id, event.external_user_id)
-    if relation is None:
-        relation = ContactRelation(
-            user_id=event.user_id,
-            external_user_id=event.external_user_id,
-            status=status,
-            first_state=event.state,
-            last_state=event.state,
-            added_at=ctx.now,
-            updated_at=ctx.now,
-        )
-        ctx.session.add(relation)
-    elif not (status == RelationStatus.PENDING and relation.status == RelationStatus.ACTIVE):
-        # (a late half-add never downgrades an accepted relationship)
-        relation.status = status
-        relation.updated_at = ctx.now
-        if event.state:
-            relation.first_state = relation.first_state or event.state
-            relation.last_state = event.state
-    if status in (RelationStatus.REMOVED_BY_CUSTOMER, RelationStatus.REMOVED_BY_MEMBER):
-        relation.removal_source = event.source or event.change_type
-    ctx.audit(f"relation.{event.change_type}", f"contact:{event.external_user_id}", member=event.user_id)
-    return relation
+    return track_relations([(event, ctx)])[0]
+
+
+def track_relations(items: Sequence[tuple[ExternalContactChange, HandlerContext]]) -> list[ContactRelation]:
+    """`track_relation` for several events in one session, loading their pairs with one query."""
+    session = items[0][1].session
+    ext_ids = {event.external_user_id for event, _ctx in items}
+    stmt = select(ContactRelation).where(ContactRelation.external_user_id.in_(ext_ids))
+    pairs = {(r.user_id, r.external_user_id): r for r in session.scalars(stmt)}
+    relations = []
+    for event, ctx in items:
+        status = STATUS_BY_CHANGE[ChangeType(event.change_type)]
+        relation = pairs.get((event.user_id, event.external_user_id))
+        if relation is None:
+            relation = pairs[(event.user_id, event.external_user_id)] = ContactRelation(
+                user_id=event.user_id,
+                external_user_id=event.external_user_id,
+                status=status,
+                first_state=event.state,
+                last_state=event.state,
+                added_at=ctx.now,
+                updated_at=ctx.now,
+            )
+            session.add(relation)
+        elif not (status == RelationStatus.PENDING and relation.status == RelationStatus.ACTIVE):
+            # (a late half-add never downgrades an accepted relationship)
+            relation.status = status
+            relation.updated_at = ctx.now
+            if event.state:
+                relation.first_state = relation.first_state or event.state
+                relation.last_state = event.state
+        if status in (RelationStatus.REMOVED_BY_CUSTOMER, RelationStatus.REMOVED_BY_MEMBER):
+            relation.removal_source = event.source or event.change_type
+        ctx.audit(f"relation.{event.change_type}", f"contact:{event.external_user_id}", member=event.user_id)
+        relations.append(relation)
+    return relations
 
 
 def record_transfer_failure(event: ExternalContactChange, ctx: HandlerContext) -> None:

@@ -3,6 +3,7 @@
 from models.alerts import Alert
 from models.audit import AuditEntry
 from models.base import Base, utcnow
+from models.calendar import CalendarOverride, OverrideKind
 from models.contacts import ContactRelation, RelationStatus
 from models.deliveries import Channel, Delivery, DeliveryStatus
 from models.inbox import EventStatus, InboundEvent
@@ -19,6 +20,7 @@ __all__ = [
     "Audience",
     "AuditEntry",
     "Base",
+    "CalendarOverride",
     "Channel",
     "ContactRelation",
     "CorpTag",
@@ -36,6 +38,7 @@ __all__ = [
     "LeadTouch",
     "LedgerEntry",
     "Member",
+    "OverrideKind",
     "Platform",
     "RelationStatus",
     "Role",

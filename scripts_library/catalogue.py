@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import event, func, select
+from sqlalchemy.orm import Session, SessionTransaction
 
 from bot.config import ComplianceSettings
 from models.alerts import Alert
@@ -123,6 +123,7 @@ def get_version(session: Session, key: str, number: int) -> ScriptVersion:
 
 def create_script(session: Session, key: str, kind: str, username: str, description: str = "") -> Script:
     """Register a new script key of a kind; authors only."""
+    forget_sendable(session)
     user = actor(session, username)
     if user.role not in AUTHOR_ROLES:
         raise PermissionDenied(f"{username} ({user.role}) may not create scripts")
@@ -149,6 +150,7 @@ def preview_and_lint(body: str, kind: str, policy: LintPolicy) -> tuple[str, Lin
 
 def save_draft(session: Session, key: str, body: str, username: str, policy: LintPolicy) -> SavedVersion:
     """Save the author's draft (a new version, or their open draft edited); show the lint."""
+    forget_sendable(session)
     user = actor(session, username)
     if user.role not in AUTHOR_ROLES:
         raise PermissionDenied(f"{username} ({user.role}) may not edit scripts")
@@ -182,6 +184,7 @@ def save_draft(session: Session, key: str, body: str, username: str, policy: Lin
 
 def submit(session: Session, key: str, number: int, username: str, policy: LintPolicy) -> ScriptVersion:
     """Freeze a draft and send it to compliance; only its author may."""
+    forget_sendable(session)
     version = get_version(session, key, number)
     if version.status != VersionStatus.DRAFT:
         raise WorkflowError(f"{key} v{number} is {version.status}; only drafts can be submitted")
@@ -230,6 +233,7 @@ def approve(
     reason: str = "",
 ) -> Approval:
     """Approve a submitted version (compliance, never the author, never over a block)."""
+    forget_sendable(session)
     version = get_version(session, key, number)
     _reviewer(session, version, username, key)
     if valid_from and valid_until and valid_until <= valid_from:
@@ -282,6 +286,7 @@ def approve(
 
 def reject(session: Session, key: str, number: int, username: str, reason: str) -> Approval:
     """Reject a submitted version with a reason the author will read."""
+    forget_sendable(session)
     version = get_version(session, key, number)
     _reviewer(session, version, username, key)
     if not reason.strip():
@@ -302,6 +307,7 @@ def reject(session: Session, key: str, number: int, username: str, reason: str) 
 
 def retire(session: Session, key: str, number: int, username: str) -> ScriptVersion:
     """Withdraw an approved version from use (authors or compliance)."""
+    forget_sendable(session)
     user = actor(session, username)
     if user.role not in AUTHOR_ROLES | {Role.COMPLIANCE}:
         raise PermissionDenied(f"{username} ({user.role}) may not retire scripts")
@@ -313,22 +319,52 @@ def retire(session: Session, key: str, number: int, username: str) -> ScriptVers
     return version
 
 
+_SENDABLE = "catalogue.sendable"  # session.info key: per-transaction memo of sendable()
+
+
+def forget_sendable(session: Session) -> None:
+    """Drop what `sendable` remembered in this transaction (the catalogue is about to change)."""
+    session.info.pop(_SENDABLE, None)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_sendable(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None or transaction.nested:  # not flush()'s inner transactions
+        session.info.pop(_SENDABLE, None)
+
+
 def sendable(session: Session, key: str, at: datetime) -> tuple[Script, ScriptVersion, Approval]:
-    """The newest approved version whose validity window contains `at`; refuse when there is none."""
-    script = session.scalars(select(Script).where(Script.key == key)).first()
-    if script is None:
-        raise NotSendable(f"no script {key!r}: nothing can be sent under that key")
+    """The newest approved version whose validity window contains `at`; refuse when there is none.
+
+    Answers are remembered for the rest of the transaction, so a batch of messages looks the
+    approval up once; the catalogue's own changes (draft, submit, approve, reject, retire) forget them.
+    """
+    memo: dict[tuple[str, datetime], tuple[Script, ScriptVersion, Approval] | str]
+    memo = session.info.setdefault(_SENDABLE, {})
+    found = memo.get((key, at))
+    if found is None:
+        found = memo[(key, at)] = _find_sendable(session, key, at)
+    if isinstance(found, str):
+        raise NotSendable(found)
+    return found
+
+
+def _find_sendable(session: Session, key: str, at: datetime) -> tuple[Script, ScriptVersion, Approval] | str:
     rows = session.execute(
-        select(ScriptVersion, Approval)
-        .join(Approval, Approval.version_id == ScriptVersion.id)
-        .where(
-            ScriptVersion.script_id == script.id,
-            ScriptVersion.status == VersionStatus.APPROVED,
-            Approval.decision == "approved",
+        select(Script, ScriptVersion, Approval)
+        .outerjoin(
+            ScriptVersion,
+            (ScriptVersion.script_id == Script.id) & (ScriptVersion.status == VersionStatus.APPROVED),
         )
+        .outerjoin(Approval, (Approval.version_id == ScriptVersion.id) & (Approval.decision == "approved"))
+        .where(Script.key == key)
         .order_by(Approval.decided_at.desc(), Approval.id.desc())
     ).all()
-    for version, approval in rows:
+    if not rows:
+        return f"no script {key!r}: nothing can be sent under that key"
+    for script, version, approval in rows:
+        if version is None or approval is None:
+            continue
         if approval.valid_from and at < approval.valid_from:
             continue
         if approval.valid_until and at >= approval.valid_until:
@@ -336,9 +372,9 @@ def sendable(session: Session, key: str, at: datetime) -> tuple[Script, ScriptVe
         if approval.content_hash != version.content_hash or version.content_hash != content_hash(
             version.body
         ):
-            raise NotSendable(f"{key} v{version.number} does not match its approval; refusing to send")
+            return f"{key} v{version.number} does not match its approval; refusing to send"
         return script, version, approval
-    raise NotSendable(f"no approved version of {key!r} is valid at {at.isoformat()}")
+    return f"no approved version of {key!r} is valid at {at.isoformat()}"
 
 
 def compose(

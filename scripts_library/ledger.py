@@ -13,10 +13,10 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, NamedTuple, TextIO
 
-from sqlalchemy import ColumnElement, RowMapping, and_, select, text
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import ColumnElement, RowMapping, and_, event, select, text
+from sqlalchemy.orm import Session, SessionTransaction, aliased
 
 from models.base import utcnow
 from models.ledger import LedgerEntry
@@ -52,6 +52,14 @@ _COLUMNS = tuple(getattr(LedgerEntry, name) for name in EXPORT_FIELDS)
 ExportFormat = Literal["csv", "jsonl"]
 
 
+class MessageIdentity(NamedTuple):
+    """Who a ledger message went to, from and how: copied onto its outcome rows."""
+
+    recipient: str
+    sender: str
+    channel: str
+
+
 class LedgerError(ValueError):
     """A ledger operation was asked for something invalid."""
 
@@ -78,7 +86,20 @@ def compute_hash(prev_hash: str, fields: Mapping[Any, Any]) -> str:
     return hashlib.sha256((prev_hash + canonical_json(fields)).encode("utf-8")).hexdigest()
 
 
-def _append(session: Session, now: datetime | None, fields: dict[str, Any]) -> LedgerEntry:
+_HEAD = "ledger.head"  # session.info key: (seq, hash) of the last entry appended in this transaction
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_head(session: Session, transaction: SessionTransaction) -> None:
+    # The cached head is only good while this transaction holds the ledger lock.
+    if transaction.parent is None or transaction.nested:  # not flush()'s inner transactions
+        session.info.pop(_HEAD, None)
+
+
+def _head(session: Session) -> tuple[int, str]:
+    cached: tuple[int, str] | None = session.info.get(_HEAD)
+    if cached is not None:
+        return cached
     if session.get_bind().dialect.name == "postgresql":
         # Held to commit, and under READ COMMITTED the head read after it sees the last committed
         # append. SQLite needs nothing: the app's transactions BEGIN IMMEDIATE. Unique seq backstops both.
@@ -86,11 +107,16 @@ def _append(session: Session, now: datetime | None, fields: dict[str, Any]) -> L
     head = session.execute(
         select(LedgerEntry.seq, LedgerEntry.entry_hash).order_by(LedgerEntry.seq.desc()).limit(1)
     ).first()
-    seq, prev_hash = (head.seq, head.entry_hash) if head else (0, GENESIS_HASH)
+    return (head.seq, head.entry_hash) if head else (0, GENESIS_HASH)
+
+
+def _append(session: Session, now: datetime | None, fields: dict[str, Any]) -> LedgerEntry:
+    # Entries are flushed with the rest of the transaction (several appends become one INSERT).
+    seq, prev_hash = _head(session)
     fields = {**fields, "seq": seq + 1, "recorded_at": now or utcnow()}
     entry = LedgerEntry(**fields, prev_hash=prev_hash, entry_hash=compute_hash(prev_hash, fields))
     session.add(entry)
-    session.flush()
+    session.info[_HEAD] = (entry.seq, entry.entry_hash)
     return entry
 
 
@@ -143,17 +169,24 @@ def append_outcome(
     wecom_id: str = "",
     detail: str = "",
     now: datetime | None = None,
+    message: MessageIdentity | None = None,
 ) -> LedgerEntry:
-    """Append what became of message `ref_seq` (sent, failed, ...); the message row is never changed."""
+    """Append what became of message `ref_seq` (sent, failed, ...); the message row is never changed.
+
+    `message` is the message's recipient, sender and channel when the caller already has them
+    (a delivery row records them); otherwise they are read from the ledger.
+    """
     if not outcome:
         raise LedgerError("an outcome is required")
-    message = session.execute(
-        select(LedgerEntry.recipient, LedgerEntry.sender, LedgerEntry.channel).where(
-            LedgerEntry.seq == ref_seq, LedgerEntry.entry_type == MESSAGE
-        )
-    ).first()
     if message is None:
-        raise LedgerError(f"no ledger message with seq {ref_seq}")
+        found = session.execute(
+            select(LedgerEntry.recipient, LedgerEntry.sender, LedgerEntry.channel).where(
+                LedgerEntry.seq == ref_seq, LedgerEntry.entry_type == MESSAGE
+            )
+        ).first()
+        if found is None:
+            raise LedgerError(f"no ledger message with seq {ref_seq}")
+        message = MessageIdentity(found.recipient, found.sender, found.channel)
     return _append(
         session,
         now,

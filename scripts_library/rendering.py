@@ -147,20 +147,21 @@ def check_template(body: str, kind: str) -> None:
 
 
 @lru_cache(maxsize=512)
-def _compiled(body: str) -> Any:
+def _compiled(body: str, kind: str) -> Any:
+    check_template(body, kind)  # a template that fails raises, and is not remembered
     return _ENV.from_string(body)
 
 
 def render(body: str, kind: str, values: Mapping[str, Mapping[str, Any]]) -> str:
     """Render a checked template with per-kind values; only declared variables are passed in."""
-    check_template(body, kind)
+    template = _compiled(body, kind)
     allowed = KIND_VARIABLES[kind]
     scoped = {
         name: {f: values[name][f] for f in fields if f in values.get(name, {})}
         for name, fields in allowed.items()
     }
     try:
-        return str(_compiled(body).render(scoped))
+        return str(template.render(scoped))
     except (UndefinedError, SecurityError) as exc:
         raise RenderError(f"cannot render {kind} script: {exc}") from None
 

@@ -13,6 +13,7 @@ from bot.config import ComplianceSettings
 from bot.services import Services
 from models.alerts import Alert
 from models.audit import AuditEntry
+from models.base import utcnow
 from models.scripts import ScriptVersion, VersionStatus
 from scripts_library import catalogue as cat
 from scripts_library.rendering import TemplateError
@@ -181,3 +182,15 @@ def test_rejection_needs_a_reason_and_every_change_is_audited(session: Session) 
     stmt = select(AuditEntry.action).where(AuditEntry.action.like("script.%")).order_by(AuditEntry.id)
     actions = list(session.scalars(stmt))
     assert actions == ["script.create", "script.save_draft", "script.submit", "script.reject"]
+
+
+def test_changes_in_the_same_transaction_are_seen_by_the_next_send(session: Session) -> None:
+    at = utcnow()
+    draft_and_submit(session, CLEAN_WELCOME)
+    with pytest.raises(cat.NotSendable):
+        cat.sendable(session, "welcome_xhs", at)  # remembered for this transaction...
+    cat.approve(session, "welcome_xhs", 1, "chen", POLICY)
+    assert cat.sendable(session, "welcome_xhs", at)[1].number == 1  # ...until an approval changes it
+    cat.retire(session, "welcome_xhs", 1, "chen")
+    with pytest.raises(cat.NotSendable):
+        cat.sendable(session, "welcome_xhs", at)

@@ -318,3 +318,18 @@ def test_cli_export_writes_csv_or_jsonl_and_rejects_bad_dates(
         main, ["ledger", "export", "--since", "2026-02-01", "--until", "2026-01-01"], env=env
     )
     assert result.exit_code == 2 and "--since must be before --until" in result.output
+
+
+def test_many_appends_in_one_transaction_and_a_rolled_back_savepoint_keep_one_chain(db: Database) -> None:
+    with db.transaction() as session:
+        for i in range(5):
+            message(session, f"批内第 {i} 条")
+        savepoint = session.begin_nested()
+        message(session, "回滚的这一条")
+        savepoint.rollback()
+        message(session, "回滚之后")
+    with db.transaction() as session:
+        texts = session.scalars(select(LedgerEntry.rendered_text).order_by(LedgerEntry.seq)).all()
+        assert texts == [f"批内第 {i} 条" for i in range(5)] + ["回滚之后"]
+        result = verify(session)
+        assert result.ok and result.count == 6

@@ -119,5 +119,5 @@ def test_shipped_handlers_build_into_a_dispatcher() -> None:
     from handlers import build_dispatcher
 
     names = [route.name for route in build_dispatcher().routes]
-    assert "contacts.customer_added" in names
+    assert "contacts.customers_added" in names
     assert len(names) == len(set(names))

@@ -7,7 +7,8 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,7 +18,7 @@ from sqlalchemy import and_, select, update
 from bot.config import Settings
 from bot.coordination import Coordinator
 from bot.db import Database
-from bot.delivery.outbox import OUTBOX_CHANNEL
+from bot.delivery.outbox import OUTBOX_CHANNEL, message_identity
 from bot.wecom.client import WeComClient
 from bot.wecom.errors import ErrorKind, WeComAPIError
 from bot.worker import backoff_delay
@@ -103,6 +104,19 @@ def customer_refusal(session: Any, row: Delivery) -> str | None:
 
 
 @dataclass(frozen=True)
+class _Result:
+    """What one attempt came to, before it is recorded."""
+
+    row: Delivery
+    status: str
+    retry_in: float | None = None
+    wecom_id: str = ""
+    errcode: int | None = None
+    error: str | None = None
+    count_attempt: bool = True
+
+
+@dataclass(frozen=True)
 class SendOutcome:
     """What happened to one claimed delivery."""
 
@@ -129,6 +143,9 @@ class DeliveryDispatcher:
         self.client = client
         self.worker_id = worker_id or f"dispatch:{socket.gethostname()}:{os.getpid()}"
         self.clock = clock
+        # API calls for a batch of already-leased messages run side by side (they wait on the network).
+        concurrency = settings.worker.send_concurrency
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="send") if concurrency > 1 else None
 
     def claim(self, limit: int = 20) -> list[int]:
         """Lease due deliveries, most urgent first; a lapsed `sending` lease is flagged, not resent."""
@@ -177,7 +194,9 @@ class DeliveryDispatcher:
             )
         )
         if row.ledger_seq is not None:
-            ledger.append_outcome(session, row.ledger_seq, "unknown", detail=row.error, now=now)
+            ledger.append_outcome(
+                session, row.ledger_seq, "unknown", detail=row.error, now=now, message=message_identity(row)
+            )
 
     def send(self, delivery_id: int) -> SendOutcome:
         """Send one claimed delivery; the API call happens with no transaction open."""
@@ -187,11 +206,23 @@ class DeliveryDispatcher:
                 return SendOutcome(delivery_id, "lost-lease")
             refusal = customer_refusal(session, row)
             session.expunge(row)
-        if refusal:
-            return self._finish(row, DeliveryStatus.CANCELLED, error=refusal)
-        now = self.clock()
-        if row.deadline is not None and now >= row.deadline:
-            return self._finish(row, DeliveryStatus.EXPIRED, error="deadline passed before sending")
+        result = _Result(row, DeliveryStatus.CANCELLED, error=refusal) if refusal else self._attempt(row)
+        return self._finish([result])[0]
+
+    def send_claimed(self, rows: Sequence[Delivery]) -> list[SendOutcome]:
+        """Send deliveries this sender leased when they were queued (refusals were checked then).
+
+        The worker that queued them calls this right after its commit: a welcome goes out without
+        waiting for a dispatcher to claim it. Outcomes are recorded in one transaction.
+        """
+        if len(rows) <= 1 or self._pool is None:
+            return self._finish([self._attempt(row) for row in rows])
+        return self._finish(list(self._pool.map(self._attempt, rows)))
+
+    def _attempt(self, row: Delivery) -> _Result:
+        """Check the deadline and the rate limits, then call the API; touches no database."""
+        if row.deadline is not None and self.clock() >= row.deadline:
+            return _Result(row, DeliveryStatus.EXPIRED, error="deadline passed before sending")
         route = ROUTES[Channel(row.channel)]
         wait = self.coordinator.take_token(f"wecom-api:{route.api}", API_RATE_PER_S, API_BURST)
         if row.channel == Channel.APP_MESSAGE and wait == 0:
@@ -199,67 +230,72 @@ class DeliveryDispatcher:
                 f"wecom-member:{row.recipient}", MEMBER_RATE_PER_S, MEMBER_BURST
             )
         if wait > 0:
-            return self._finish(row, DeliveryStatus.QUEUED, retry_in=wait, count_attempt=False)
+            return _Result(row, DeliveryStatus.QUEUED, retry_in=wait, count_attempt=False)
         try:
             result = self.client.post(
                 route.api, build_request(row, self.settings.wecom.agent_id), app=route.app
             )
         except WeComAPIError as exc:
             return self._failed(row, exc)
-        wecom_id = str(result.get("msgid") or "")
-        return self._finish(row, DeliveryStatus.SENT, wecom_id=wecom_id)
+        return _Result(row, DeliveryStatus.SENT, wecom_id=str(result.get("msgid") or ""))
 
-    def _failed(self, row: Delivery, exc: WeComAPIError) -> SendOutcome:
+    def _failed(self, row: Delivery, exc: WeComAPIError) -> _Result:
         error = f"{exc.errcode}: {exc.errmsg}"
         if exc.kind == ErrorKind.RATE_LIMITED:
-            return self._finish(
-                row, DeliveryStatus.QUEUED, retry_in=exc.retry_after_s or 60, errcode=exc.errcode, error=error
-            )
+            retry_in = exc.retry_after_s or 60
+            return _Result(row, DeliveryStatus.QUEUED, retry_in=retry_in, errcode=exc.errcode, error=error)
         if exc.retryable and row.attempts < MAX_TRANSIENT_ATTEMPTS:
             delay = backoff_delay(
                 row.attempts, self.settings.worker.backoff_base_s, self.settings.worker.backoff_max_s
             )
-            return self._finish(row, DeliveryStatus.QUEUED, retry_in=delay, errcode=exc.errcode, error=error)
+            return _Result(row, DeliveryStatus.QUEUED, retry_in=delay, errcode=exc.errcode, error=error)
         log.warning("delivery %s failed permanently: %s", row.id, error)
-        return self._finish(row, DeliveryStatus.FAILED, errcode=exc.errcode, error=error)
+        return _Result(row, DeliveryStatus.FAILED, errcode=exc.errcode, error=error)
 
-    def _finish(
-        self,
-        row: Delivery,
-        status: str,
-        *,
-        retry_in: float | None = None,
-        wecom_id: str = "",
-        errcode: int | None = None,
-        error: str | None = None,
-        count_attempt: bool = True,
-    ) -> SendOutcome:
+    def _finish(self, results: Sequence[_Result]) -> list[SendOutcome]:
+        """Record outcomes (and their ledger entries) in one transaction, if the leases still hold."""
         now = self.clock()
+        outcomes: list[SendOutcome] = []
+        requeued = False
         with self.db.transaction() as session:
-            current = session.get(Delivery, row.id, with_for_update=True)
-            if (
-                current is None
-                or current.locked_by != self.worker_id
-                or current.status != DeliveryStatus.SENDING
-            ):
-                return SendOutcome(row.id, "lost-lease")
-            current.status = status
-            current.lease_until = None
-            current.errcode = errcode
-            current.error = error
-            if not count_attempt:
-                current.attempts -= 1
-            if retry_in is not None:
-                current.next_attempt_at = now + timedelta(seconds=retry_in)
-            if status == DeliveryStatus.SENT:
-                current.sent_at = now
-                current.wecom_id = wecom_id
-            if status != DeliveryStatus.QUEUED and current.ledger_seq is not None:
-                detail = error or ""
-                ledger.append_outcome(
-                    session, current.ledger_seq, status, wecom_id=wecom_id, detail=detail, now=now
-                )
-        return SendOutcome(row.id, status, errcode)
+            ids = [r.row.id for r in results]
+            stmt = select(Delivery).where(Delivery.id.in_(ids)).order_by(Delivery.id).with_for_update()
+            current_rows = {row.id: row for row in session.scalars(stmt)}
+            for r in results:
+                current = current_rows.get(r.row.id)
+                if (
+                    current is None
+                    or current.locked_by != self.worker_id
+                    or current.status != DeliveryStatus.SENDING
+                ):
+                    outcomes.append(SendOutcome(r.row.id, "lost-lease"))
+                    continue
+                current.status = r.status
+                current.lease_until = None
+                current.errcode = r.errcode
+                current.error = r.error
+                if not r.count_attempt:
+                    current.attempts -= 1
+                if r.retry_in is not None:
+                    current.next_attempt_at = now + timedelta(seconds=r.retry_in)
+                    requeued = True
+                if r.status == DeliveryStatus.SENT:
+                    current.sent_at = now
+                    current.wecom_id = r.wecom_id
+                if r.status != DeliveryStatus.QUEUED and current.ledger_seq is not None:
+                    ledger.append_outcome(
+                        session,
+                        current.ledger_seq,
+                        r.status,
+                        wecom_id=r.wecom_id,
+                        detail=r.error or "",
+                        now=now,
+                        message=message_identity(current),
+                    )
+                outcomes.append(SendOutcome(r.row.id, r.status, r.errcode))
+        if requeued:
+            self.coordinator.wake(OUTBOX_CHANNEL)  # another sender may take it when it is due
+        return outcomes
 
     def run_once(self) -> list[SendOutcome]:
         """Claim a batch and send it."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +17,14 @@ from scripts_library.catalogue import MessageBlocked, compose
 from scripts_library.compliance import LintPolicy
 
 OUTBOX_CHANNEL = "outbox"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A sender that takes a new delivery straight away, and until when its lease holds."""
+
+    sender: str
+    lease_until: datetime
 
 
 def enqueue(
@@ -32,16 +41,25 @@ def enqueue(
     priority: int = 100,
     deadline: datetime | None = None,
     now: datetime | None = None,
+    claim: Claim | None = None,
+    known_new: bool = False,
+    flush: bool = True,
 ) -> Delivery:
     """Queue one message for `purpose_key` (idempotent); blocked texts are kept as such, never sent.
 
     The text comes only from an approved, currently valid script version; the final rendered
     text is linted again here. A pass is queued and written to the send ledger; a review verdict
     is held for a person; a block raises an alert and is recorded with status `blocked`.
+    With `claim`, a pass is instead leased to that sender at once (status `sending`), so the
+    process that commits it sends it right after, without a round through the queue.
+    `known_new` says the caller has already checked that no row has this purpose key; with
+    `flush=False` the row is written with the rest of the transaction (a batch becomes one INSERT)
+    and has no id until then.
     """
-    existing = session.scalars(select(Delivery).where(Delivery.purpose_key == purpose_key)).first()
-    if existing is not None:
-        return existing
+    if not known_new:
+        existing = session.scalars(select(Delivery).where(Delivery.purpose_key == purpose_key)).first()
+        if existing is not None:
+            return existing
     now = now or utcnow()
     row = Delivery(
         purpose_key=purpose_key,
@@ -63,7 +81,8 @@ def enqueue(
         row.lint_verdict, row.lexicon_version = exc.result.verdict, exc.result.lexicon_version
         row.status = DeliveryStatus.BLOCKED
         session.add(row)
-        session.flush()
+        if flush:
+            session.flush()
         return row
     row.script_key, row.approval_id = script_key, composed.approval.id
     row.script_version = composed.version.number
@@ -71,9 +90,13 @@ def enqueue(
     row.lint_verdict, row.lexicon_version = composed.lint.verdict, composed.lint.lexicon_version
     row.status = DeliveryStatus.HELD if composed.held else DeliveryStatus.QUEUED
     session.add(row)
-    session.flush()
     if row.status == DeliveryStatus.QUEUED:
         record_in_ledger(session, row, now)
+        if claim is not None:
+            row.status, row.attempts = DeliveryStatus.SENDING, 1
+            row.locked_by, row.lease_until = claim.sender, claim.lease_until
+    if flush:
+        session.flush()
     return row
 
 
@@ -92,7 +115,7 @@ def record_in_ledger(session: Session, row: Delivery, now: datetime) -> None:
         lint_verdict=row.lint_verdict,
         lexicon_version=row.lexicon_version,
         outcome="queued",
-        detail=f"delivery {row.id} ({row.purpose_key})",
+        detail=f"delivery {row.purpose_key}",
         now=now,
     )
     row.ledger_seq = entry.seq
@@ -110,5 +133,12 @@ def cancel_pending(session: Session, recipient: str, reason: str, now: datetime)
     for row in rows:
         row.status, row.error = Status.CANCELLED, reason
         if row.ledger_seq is not None:
-            ledger.append_outcome(session, row.ledger_seq, "cancelled", detail=reason, now=now)
+            ledger.append_outcome(
+                session, row.ledger_seq, "cancelled", detail=reason, now=now, message=message_identity(row)
+            )
     return len(rows)
+
+
+def message_identity(row: Delivery) -> ledger.MessageIdentity:
+    """The ledger identity of a delivery's message, for appending its outcomes without a lookup."""
+    return ledger.MessageIdentity(row.recipient, row.sender, row.channel)

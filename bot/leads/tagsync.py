@@ -7,12 +7,13 @@ import threading
 from collections import defaultdict
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from bot.coordination import Coordinator
 from bot.db import Database
 from bot.wecom.client import WeComClient
 from bot.wecom.errors import ErrorKind, WeComAPIError
+from models.inbox import EventStatus, InboundEvent
 from models.leads import PLATFORM_NAMES, CorpTag, Lead, LeadTag, Platform
 
 log = logging.getLogger("wecom_bot.tagsync")
@@ -20,6 +21,9 @@ TAGS_CHANNEL = "tags"
 GROUP_NAMES = {"platform": "来源平台", "code": "钩子码"}
 # The pair is gone or invalid: marking can never succeed, so stop trying.
 GONE_ERRCODES = {84061, 40096, 40003}
+MAX_DEFER_S = 15.0
+ROUND_SIZE = 50  # small rounds, so a burst of adds arriving meanwhile is noticed soon
+DEFER_STEP_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -48,11 +52,9 @@ class TagSyncer:
         self.coordinator = coordinator
         self.client = client
 
-    def _tag_id(self, local_name: str) -> str:
-        with self.db.read() as session:
-            known = session.get(CorpTag, local_name)
-            if known is not None:
-                return known.wecom_tag_id
+    def _tag_id(self, local_name: str, known: dict[str, str]) -> str:
+        if local_name in known:
+            return known[local_name]
         group, name = wecom_names(local_name)
         # add_corp_tag reuses an existing group of that name and collapses duplicate tag names.
         result = self.client.post(
@@ -64,9 +66,10 @@ class TagSyncer:
                 session.add(
                     CorpTag(local_name=local_name, group_name=group, tag_name=name, wecom_tag_id=tag_id)
                 )
+        known[local_name] = tag_id
         return tag_id
 
-    def sync(self, limit: int = 200) -> SyncReport:
+    def sync(self, limit: int = ROUND_SIZE) -> SyncReport:
         """Mark every unsynced tag of reachable, owned leads; one mark_tag call per pair."""
         with self.db.read() as session:
             rows = session.execute(
@@ -81,14 +84,21 @@ class TagSyncer:
                 .order_by(LeadTag.id)
                 .limit(limit)
             ).all()
+            names = {str(name) for _id, name, _owner, _external in rows}
+            known = {
+                tag.local_name: tag.wecom_tag_id
+                for tag in session.scalars(select(CorpTag).where(CorpTag.local_name.in_(names)))
+            }
         pairs: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
         for tag_row_id, name, owner, external in rows:
             pairs[(str(owner), str(external))].append((tag_row_id, str(name)))
-        marked = given_up = retry = 0
+        done: list[int] = []
+        failed: dict[str, list[int]] = defaultdict(list)
+        retry = 0
         for (owner, external), tags in pairs.items():
             ids = [tag_row_id for tag_row_id, _ in tags]
             try:
-                wecom_ids = [self._tag_id(name) for _, name in tags]
+                wecom_ids = [self._tag_id(name, known) for _, name in tags]
                 self.client.post(
                     "externalcontact/mark_tag",
                     {"userid": owner, "external_userid": external, "add_tag": wecom_ids},
@@ -97,19 +107,22 @@ class TagSyncer:
             except WeComAPIError as exc:
                 if exc.kind in (ErrorKind.TRANSIENT, ErrorKind.RATE_LIMITED, ErrorKind.TOKEN):
                     retry += len(ids)
-                    continue
-                if exc.errcode in GONE_ERRCODES or exc.kind == ErrorKind.PERMANENT:
-                    self._record(ids, synced=False, error=f"{exc.errcode}: {exc.errmsg}"[:256])
-                    given_up += len(ids)
+                elif exc.errcode in GONE_ERRCODES or exc.kind == ErrorKind.PERMANENT:
+                    failed[f"{exc.errcode}: {exc.errmsg}"[:256]] += ids
                 continue
-            self._record(ids, synced=True, error=None)
-            marked += len(ids)
-        return SyncReport(marked, given_up, retry)
+            done += ids
+        self._record(done, failed)
+        return SyncReport(len(done), sum(len(ids) for ids in failed.values()), retry)
 
-    def _record(self, ids: list[int], synced: bool, error: str | None) -> None:
+    def _record(self, done: list[int], failed: dict[str, list[int]]) -> None:
+        """Write a round's outcomes in one transaction: synced, or given up with the reason."""
+        if not done and not failed:
+            return
         with self.db.transaction() as session:
-            for row in session.scalars(select(LeadTag).where(LeadTag.id.in_(ids))):
-                row.wecom_synced, row.sync_error = synced, error
+            if done:
+                session.execute(update(LeadTag).where(LeadTag.id.in_(done)).values(wecom_synced=True))
+            for error, ids in failed.items():
+                session.execute(update(LeadTag).where(LeadTag.id.in_(ids)).values(sync_error=error))
 
     def forget(self, wecom_tag_id: str) -> None:
         """An admin deleted one of our corp tags: forget it so a later mark re-creates it."""
@@ -119,14 +132,36 @@ class TagSyncer:
                 session.delete(known)
 
     def run_forever(self, stop: threading.Event) -> None:
-        """Sync when woken after new tags, and every 30 s as a safety net (failed calls retry then)."""
+        """Sync when woken after new tags, and every 30 s as a safety net (failed calls retry then).
+
+        Tags are not urgent: while events wait in the inbox (a burst of adds, each with a welcome
+        due within 20 s) a round is put off, for at most `MAX_DEFER_S`.
+        """
         while not stop.is_set():
+            self._defer_while_events_wait(stop)
             try:
-                self.sync()
+                report = self.sync()
             except Exception:
                 log.exception("tag sync round failed")
+                report = SyncReport()
+            if report.marked + report.given_up >= ROUND_SIZE:
+                continue  # more may be waiting
             deadline = 30.0
             while deadline > 0 and not stop.is_set():
                 if self.coordinator.wait(TAGS_CHANNEL, 0.5):
                     break
                 deadline -= 0.5
+
+    def _defer_while_events_wait(self, stop: threading.Event) -> None:
+        waited = 0.0
+        while waited < MAX_DEFER_S and not stop.is_set() and self._events_waiting():
+            stop.wait(DEFER_STEP_S)
+            waited += DEFER_STEP_S
+
+    def _events_waiting(self) -> bool:
+        try:
+            with self.db.read() as session:
+                stmt = select(InboundEvent.id).where(InboundEvent.status == EventStatus.PENDING).limit(1)
+                return session.scalars(stmt).first() is not None
+        except Exception:
+            return False

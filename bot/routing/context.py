@@ -13,6 +13,7 @@ from bot.config import Settings
 from models.audit import AuditEntry
 
 if TYPE_CHECKING:
+    from bot.delivery.outbox import Claim
     from models.deliveries import Delivery
 
 
@@ -27,6 +28,9 @@ class HandlerContext:
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("wecom_bot.handlers"))
     wake_after_commit: set[str] = field(default_factory=set)
+    # Set when the worker sends this event's messages itself right after commit.
+    claim: Claim | None = None
+    send_after_commit: list[Delivery] = field(default_factory=list)
 
     def audit(self, action: str, target: str, actor: str = "bot", **detail: Any) -> None:
         """Record a state change in the audit trail, in the handler's transaction."""
@@ -37,7 +41,7 @@ class HandlerContext:
                 action=action,
                 target=target,
                 detail={"event": self.event_id, **detail},
-            )
+            ),
         )
 
     def queue(self, **kwargs: Any) -> Delivery:
@@ -46,6 +50,13 @@ class HandlerContext:
         from scripts_library.catalogue import policy_from_settings
 
         policy = policy_from_settings(self.settings.compliance)
-        delivery = enqueue(self.session, policy=policy, now=self.now, **kwargs)
-        self.wake_after_commit.add(OUTBOX_CHANNEL)
+        delivery = enqueue(self.session, policy=policy, now=self.now, claim=self.claim, **kwargs)
+        claim = self.claim
+        if claim is not None and (delivery.locked_by, delivery.lease_until) == (
+            claim.sender,
+            claim.lease_until,
+        ):
+            self.send_after_commit.append(delivery)  # leased to us in this very transaction
+        else:
+            self.wake_after_commit.add(OUTBOX_CHANNEL)
         return delivery

@@ -11,6 +11,9 @@ from bot.routing.filters import Filter
 from bot.wecom.events import Event
 
 HandlerFn = Callable[[Event, HandlerContext], None]
+# A batch handler takes several events of its route at once, each with its own context over one
+# shared session, so it can load and write for all of them with a few statements.
+BatchHandlerFn = Callable[[Sequence[tuple[Event, HandlerContext]]], None]
 ErrorHook = Callable[[Event, HandlerContext, BaseException], None]
 
 log = logging.getLogger("wecom_bot.router")
@@ -26,8 +29,22 @@ class Route:
 
     event_type: type[Event]
     filter: Filter | None
-    handler: HandlerFn
+    handler: HandlerFn | None
     name: str
+    batch_handler: BatchHandlerFn | None = None
+
+    @property
+    def batched(self) -> bool:
+        """Whether the route takes its events in batches."""
+        return self.batch_handler is not None
+
+    def run(self, event: Event, ctx: HandlerContext) -> None:
+        """Run the handler for one event (a batch handler gets a batch of one)."""
+        if self.batch_handler is not None:
+            self.batch_handler([(event, ctx)])
+        else:
+            assert self.handler is not None
+            self.handler(event, ctx)
 
     def matches(self, event: Event) -> bool:
         """Whether this route takes the event."""
@@ -46,12 +63,26 @@ class Router:
         """Register the decorated function for events of `event_type` that pass `flt`."""
 
         def register(fn: HandlerFn) -> HandlerFn:
-            if self._frozen:
-                raise RegistrationClosed(f"router {self.name!r} is serving; register handlers before start")
-            self.routes.append(Route(event_type, flt, fn, f"{self.name}.{fn.__name__}"))
+            self._add(Route(event_type, flt, fn, f"{self.name}.{fn.__name__}"))
             return fn
 
         return register
+
+    def on_batch(
+        self, event_type: type[Event], flt: Filter | None = None
+    ) -> Callable[[BatchHandlerFn], BatchHandlerFn]:
+        """Register the decorated function for batches of matching events (hot paths under bursts)."""
+
+        def register(fn: BatchHandlerFn) -> BatchHandlerFn:
+            self._add(Route(event_type, flt, None, f"{self.name}.{fn.__name__}", batch_handler=fn))
+            return fn
+
+        return register
+
+    def _add(self, route: Route) -> None:
+        if self._frozen:
+            raise RegistrationClosed(f"router {self.name!r} is serving; register handlers before start")
+        self.routes.append(route)
 
     def freeze(self) -> None:
         """Refuse further registrations."""
@@ -78,7 +109,7 @@ class Dispatcher:
         if route is None:
             return None
         try:
-            route.handler(event, ctx)
+            route.run(event, ctx)
         except Exception as exc:
             if self.on_error is not None:
                 try:
@@ -86,4 +117,10 @@ class Dispatcher:
                 except Exception:  # the hook must never mask the handler's error
                     log.exception("error hook failed")
             raise
+        return route.name
+
+    def dispatch_batch(self, route: Route, items: Sequence[tuple[Event, HandlerContext]]) -> str:
+        """Run a batch route's handler on events it matched; errors propagate (the caller retries singly)."""
+        assert route.batch_handler is not None
+        route.batch_handler(items)
         return route.name

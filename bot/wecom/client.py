@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -71,6 +73,10 @@ def _http_status_error(api: str, status: int) -> WeComAPIError:
     return WeComAPIError(-1, f"HTTP {status}", api, kind=kind)
 
 
+HTTP_POOL_SIZE = 64
+LOCAL_TOKEN_S = 10.0  # how long a process reuses the shared token without asking the cache again
+
+
 class _AppClient(WeChatClient):
     """wechatpy's enterprise client for one secret, bound to a base URL and the shared token cache."""
 
@@ -88,8 +94,17 @@ class _AppClient(WeChatClient):
         )
         self.API_BASE_URL = api_base_url.rstrip("/") + "/cgi-bin/"
         self._coordinator = coordinator
+        # Proxy and CA settings come from the environment once, not by rereading it on every call.
+        self._http.proxies.update(requests.utils.get_environ_proxies(self.API_BASE_URL))
+        self._http.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        self._http.trust_env = False
+        # Several senders share this session; keep a connection for each instead of reconnecting.
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=HTTP_POOL_SIZE)
+        self._http.mount("http://", adapter)
+        self._http.mount("https://", adapter)
         # wechatpy keys on the first 10 characters of the secret; two secrets may share them.
         self._token_key = f"token:{corp_id}:{hashlib.sha256(secret.encode()).hexdigest()}"
+        self._local_token: tuple[str, float] | None = None
 
     @property
     def access_token_key(self) -> str:
@@ -98,11 +113,18 @@ class _AppClient(WeChatClient):
 
     @property
     def access_token(self) -> str:
-        """A valid token: from the shared cache, else fetched once by whichever process gets the lock."""
+        """A valid token: from the shared cache, else fetched once by whichever process gets the lock.
+
+        The shared answer is also kept in this process for a few seconds, so a burst of calls does
+        not ask the cache every time; a token error drops it (see `invalidate`).
+        """
+        local = self._local_token
+        if local is not None and time.monotonic() < local[1]:
+            return local[0]
         cached = self.session.get(self._token_key)
-        if cached:
-            return str(cached)
-        return self._refresh_single_flight()
+        token = str(cached) if cached else self._refresh_single_flight()
+        self._local_token = (token, time.monotonic() + LOCAL_TOKEN_S)
+        return token
 
     def _refresh_single_flight(self) -> str:
         lock_ttl = float(self.timeout) + 5.0
@@ -164,6 +186,7 @@ class _AppClient(WeChatClient):
 
     def invalidate(self, token: str) -> None:
         """Drop the cached token if it is still `token` (another process may have refreshed it already)."""
+        self._local_token = None
         if self.session.get(self._token_key) == token:
             self.session.delete(self._token_key)
 
@@ -299,3 +322,114 @@ class WeComClient:
             for client in self._clients.values():
                 client._http.close()
             self._clients.clear()
+
+    # ---- mass sending to customers (企业群发, WECOM.md §6) ----------------------------------------
+
+    def add_msg_template(
+        self,
+        external_userids: Sequence[str] = (),
+        *,
+        sender: str | None = None,
+        text: str | None = None,
+        attachments: Sequence[Mapping[str, Any]] = (),
+        tag_filter: Mapping[str, Any] | None = None,
+        allow_select: bool | None = None,
+    ) -> MsgTemplateResult:
+        """Create a mass-message task for customers; it is sent only once each member confirms it."""
+        body: dict[str, Any] = {"chat_type": "single"}
+        if external_userids:
+            body["external_userid"] = list(external_userids)
+        if sender:
+            body["sender"] = sender
+        if text is not None:
+            body["text"] = {"content": text}
+        if attachments:
+            body["attachments"] = [dict(a) for a in attachments]
+        if tag_filter is not None:
+            body["tag_filter"] = dict(tag_filter)
+        if allow_select is not None:
+            body["allow_select"] = allow_select
+        result = self.post("externalcontact/add_msg_template", body, app="contact")
+        return MsgTemplateResult(str(result["msgid"]), tuple(str(e) for e in result.get("fail_list") or ()))
+
+    def get_groupmsg_task(self, msgid: str, *, page_size: int = 1000) -> list[GroupMsgTaskStatus]:
+        """Every member's task of a mass message (0 = unsent, 2 = sent), following next_cursor."""
+        rows = self._all_pages("externalcontact/get_groupmsg_task", {"msgid": msgid}, "task_list", page_size)
+        return [
+            GroupMsgTaskStatus(str(r["userid"]), int(r["status"]), _opt_int(r.get("send_time"))) for r in rows
+        ]
+
+    def get_groupmsg_send_result(
+        self, msgid: str, userid: str, *, page_size: int = 1000
+    ) -> list[GroupMsgSendResult]:
+        """Per-customer results of one member's task (0 unsent, 1 sent, 2 not a friend, 3 over quota)."""
+        rows = self._all_pages(
+            "externalcontact/get_groupmsg_send_result",
+            {"msgid": msgid, "userid": userid},
+            "send_list",
+            page_size,
+        )
+        return [
+            GroupMsgSendResult(
+                str(r.get("external_userid", "")),
+                str(r["userid"]),
+                int(r["status"]),
+                _opt_int(r.get("send_time")),
+            )
+            for r in rows
+        ]
+
+    def remind_groupmsg_send(self, msgid: str) -> None:
+        """Notify the members who have not yet sent a mass message again (WeCom allows 3 per 24 h)."""
+        self.post("externalcontact/remind_groupmsg_send", {"msgid": msgid}, app="contact")
+
+    def cancel_groupmsg_send(self, msgid: str) -> None:
+        """Stop a mass message: members who have not sent it yet can no longer send it."""
+        self.post("externalcontact/cancel_groupmsg_send", {"msgid": msgid}, app="contact")
+
+    def _all_pages(self, api: str, body: Mapping[str, Any], key: str, page_size: int) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        cursor = ""
+        seen: set[str] = set()
+        while True:
+            page = self.post(api, {**body, "limit": page_size, "cursor": cursor}, app="contact")
+            rows += page.get(key) or []
+            cursor = str(page.get("next_cursor") or "")
+            if not cursor:
+                return rows
+            if cursor in seen:
+                raise WeComAPIError(
+                    -1, f"{api} repeated next_cursor {cursor!r}", api, kind=ErrorKind.TRANSIENT
+                )
+            seen.add(cursor)
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None or value == "" else int(value)
+
+
+@dataclass(frozen=True)
+class MsgTemplateResult:
+    """What add_msg_template answered: the mass message's id and the customers it could not target."""
+
+    msgid: str
+    fail_list: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GroupMsgTaskStatus:
+    """One member's task of a mass message: status 0 = unsent, 2 = sent (with its send_time)."""
+
+    userid: str
+    status: int
+    send_time: int | None
+
+
+@dataclass(frozen=True)
+class GroupMsgSendResult:
+    """One customer's outcome: 0 unsent, 1 sent (with send_time), 2 not a friend, 3 over quota."""
+
+    external_userid: str
+    userid: str
+    status: int
+    send_time: int | None

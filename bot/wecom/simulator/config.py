@@ -104,6 +104,19 @@ class SimulatorConfig:
     # sync_msg calls without a token allowed per minute per kf account (0 = unlimited); beyond: 45009.
     kf_sync_no_token_per_minute: int = 0
 
+    # ---- mass sending to customers (企业群发, WECOM.md §6) ----
+    # Per-customer receive cap, counted when a member sends, in China time: "month_days" (as many
+    # per natural month as the month has days; the current rule), "week7" (7 per week), "day1" (1 per day).
+    groupmsg_quota_mode: Literal["month_days", "week7", "day1"] = "month_days"
+    # Members send their unsent tasks on their own this long after creation; None leaves them waiting.
+    groupmsg_auto_confirm_after_s: float | None = None
+    # The task and result APIs answer 41063 (still dispatching) for this long after creation.
+    groupmsg_dispatch_delay_s: float = 0.0
+    # remind_groupmsg_send: at most this many per mass message per 24 h (DOC-97610); the errcode
+    # beyond the limit is undocumented.
+    groupmsg_reminds_per_24h: int = 3
+    groupmsg_remind_limit_errcode: int = 45009
+
     def __post_init__(self) -> None:
         if not _AES_KEY_RE.match(self.encoding_aes_key):
             raise ValueError("encoding_aes_key must be 43 characters from [A-Za-z0-9]")
@@ -113,6 +126,12 @@ class SimulatorConfig:
             raise ValueError("half_add_when must be 'verify_required' or 'skip_verify'")
         if self.kf_duplicate_msgid_errcode == 0:
             raise ValueError("kf_duplicate_msgid_errcode must be non-zero")
+        if self.groupmsg_quota_mode not in ("month_days", "week7", "day1"):
+            raise ValueError("groupmsg_quota_mode must be 'month_days', 'week7' or 'day1'")
+        if self.groupmsg_auto_confirm_after_s is not None and self.groupmsg_auto_confirm_after_s < 0:
+            raise ValueError("groupmsg_auto_confirm_after_s must be at least 0")
+        if self.groupmsg_remind_limit_errcode == 0:
+            raise ValueError("groupmsg_remind_limit_errcode must be non-zero")
         if not self.secrets:
             raise ValueError("at least one app secret is required")
         if len(set(self.secrets.values())) != len(self.secrets):

@@ -187,6 +187,14 @@ def _kf_send_fail(sim: SimulatedCorp, data: JSON) -> JSON:
     )
 
 
+def _member_confirms_groupmsg(sim: SimulatedCorp, data: JSON) -> JSON:
+    return _result(sim.member_confirms_groupmsg(_req(data, "msgid"), _req(data, "userid")))
+
+
+def _member_sends_personal_mass(sim: SimulatedCorp, data: JSON) -> JSON:
+    return _result(sim.member_sends_personal_mass(_req(data, "userid"), _strs(data, "external_userids")))
+
+
 CONTROLS: dict[str, Control] = {
     "customer_scans": _customer_scans,
     "member_accepts": _member_accepts,
@@ -207,13 +215,17 @@ CONTROLS: dict[str, Control] = {
     "kf_session_change": _kf_session_change,
     "kf_servicer_status": _kf_servicer_status,
     "kf_send_fail": _kf_send_fail,
+    "member_confirms_groupmsg": _member_confirms_groupmsg,
+    "member_sends_personal_mass": _member_sends_personal_mass,
 }
 
 
 def state(sim: SimulatedCorp) -> JSON:
-    """The contact and kf transcripts, for `GET /_sim/state`."""
+    """The contact, mass-send and kf transcripts, for `GET /_sim/state`."""
     return {
         "welcomes": [asdict(w) for w in sim.welcomes],
+        "groupmsgs": [asdict(m) for m in sim.groupmsgs],
+        "groupmsg_reminders": [asdict(r) for r in sim.groupmsg_reminders],
         "kf_sent": [asdict(m) for m in sim.kf_sent],
         "acquisition_balance": sim.acquisition_balance,
         "emitted_callbacks": len(sim.emitted_callbacks),

@@ -2,7 +2,8 @@
 
 `SimulatedCorp.handle()` answers one API call the way WeCom does (HTTP 200 with an errcode);
 the HTTP server in `server.py` is a thin adapter around it. Everything is guarded by one lock.
-Customer contact lives in `contacts.py` and WeChat Customer Service in `kf.py`, as mixins.
+Customer contact lives in `contacts.py`, mass sending in `groupmsg.py` and WeChat Customer
+Service in `kf.py`, as mixins.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from bot.wecom.simulator.api import JSON, ApiCall, ApiError, Handler, errmsg
 from bot.wecom.simulator.config import SimulatorConfig
 from bot.wecom.simulator.contacts import ContactsMixin
+from bot.wecom.simulator.groupmsg import GroupMsgMixin
 from bot.wecom.simulator.kf import KfMixin
 
 TEXT_MAX_BYTES = 2048
@@ -112,7 +114,7 @@ class _Stats:
 __all__ = ["JSON", "ApiCall", "ApiError", "AppMessage", "DroppedMessage", "SimulatedCorp", "errmsg"]
 
 
-class SimulatedCorp(ContactsMixin, KfMixin):
+class SimulatedCorp(ContactsMixin, GroupMsgMixin, KfMixin):
     """WeCom's server side for one corp, in memory and thread-safe."""
 
     def __init__(self, config: SimulatorConfig | None = None) -> None:
@@ -139,6 +141,7 @@ class SimulatedCorp(ContactsMixin, KfMixin):
         self.register("message/send", self._message_send)
         self._init_parts()
         self._init_contacts()
+        self._init_groupmsg()
         self._init_kf()
 
     # ---- time -------------------------------------------------------------------------------

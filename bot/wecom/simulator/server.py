@@ -29,6 +29,8 @@ _MAX_BODY = 2 * 1024 * 1024
 class _LoggingHandler(WSGIRequestHandler):
     """Sends werkzeug's per-request lines to this module's logger instead of stderr."""
 
+    protocol_version = "HTTP/1.1"  # keep-alive, as WeCom's API servers do
+
     def log(self, type: str, message: str, *args: Any) -> None:
         """Log a request line at DEBUG and server errors at WARNING."""
         log.log(logging.WARNING if type == "error" else logging.DEBUG, message, *args)
