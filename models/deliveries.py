@@ -19,6 +19,7 @@ class Channel(enum.StrEnum):
     KF_WELCOME = "kf_welcome"  # kf/send_msg_on_event (20 s code)
     KF_TEXT = "kf_text"  # kf/send_msg inside the 48 h / 5-message window
     APP_MESSAGE = "app_message"  # message/send to members
+    MASS_TEMPLATE = "mass_template"  # one customer of a member's add_msg_template task (sent by the task)
 
 
 class DeliveryStatus(enum.StrEnum):

@@ -1,0 +1,1 @@
+"""Scheduled sending: campaigns and courses, planning each run's recipients, mass-send tasks."""
