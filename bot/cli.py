@@ -201,6 +201,7 @@ def serve(ctx: Context, bind: str | None, workers: int, threads: int) -> None:
 @pass_ctx
 def worker(ctx: Context, threads: int, dispatchers: int) -> None:
     """Handle stored events and send queued deliveries until stopped."""
+    from bot.campaigns.masssend import MASS_CHANNEL, MassTaskDispatcher
     from bot.delivery.dispatcher import DeliveryDispatcher
     from bot.kf.syncer import KfSyncer
     from bot.leads.tagsync import TagSyncer
@@ -226,6 +227,8 @@ def worker(ctx: Context, threads: int, dispatchers: int) -> None:
         runners.append(
             threading.Thread(target=tagger.run_forever, args=(stop,), name="tag-sync", daemon=True)
         )
+        mass = MassTaskDispatcher(services.settings, services.db, services.coordinator, services.client)
+        runners.append(threading.Thread(target=mass.run_forever, args=(stop,), name="mass-send", daemon=True))
     for thread in runners:
         thread.start()
     try:
@@ -235,8 +238,35 @@ def worker(ctx: Context, threads: int, dispatchers: int) -> None:
         services.coordinator.wake("outbox")
         services.coordinator.wake("kf")
         services.coordinator.wake("tags")
+        services.coordinator.wake(MASS_CHANNEL)
         for thread in runners:
             thread.join(timeout=30)
+        sender.close()  # record the sends already handed over
+
+
+@main.command()
+@pass_ctx
+def scheduler(ctx: Context) -> None:
+    """Turn campaigns into runs on schedule; with several replicas one leads and the others stand by."""
+    from bot.scheduler import SchedulerService, default_planner
+
+    services = ctx.services()
+    _require_schema(services)
+    if not services.settings.redis.url:
+        log.warning("no [redis] url: this scheduler cannot see other replicas; run only one per database")
+    service = SchedulerService(
+        services.settings,
+        services.db,
+        services.coordinator,
+        default_planner(services.db, services.settings),
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=service.run_forever, args=(stop,), name="scheduler", daemon=True)
+    thread.start()
+    try:
+        _wait_for_signal(stop)
+    finally:
+        thread.join(timeout=30)
 
 
 @main.command()
@@ -365,15 +395,19 @@ def users_add(ctx: Context, username: str, role: str, password: str | None) -> N
 
 def _register_commands() -> None:
     from bot.cli_calendar import calendar
+    from bot.cli_campaigns import campaigns, courses
     from bot.cli_deliveries import deliveries
     from bot.cli_leads import hookcodes, leads, members
     from bot.cli_ledger import ledger
     from bot.cli_lint import lint
+    from bot.cli_runs import runs, sending
     from bot.cli_scripts import scripts
     from bot.demo import demo
     from bot.wecom.simulator.cli import simulator
 
     main.add_command(calendar)
+    main.add_command(campaigns)
+    main.add_command(courses)
     main.add_command(deliveries)
     main.add_command(demo)
     main.add_command(hookcodes)
@@ -381,7 +415,9 @@ def _register_commands() -> None:
     main.add_command(ledger)
     main.add_command(members)
     main.add_command(lint)
+    main.add_command(runs)
     main.add_command(scripts)
+    main.add_command(sending)
     main.add_command(simulator)
 
 

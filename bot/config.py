@@ -87,6 +87,54 @@ class ComplianceSettings:
     not_advice_phrase: str = "仅供参考，不构成投资建议"
 
 
+_QUIET_HOURS_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
+
+
+def parse_quiet_hours(value: str) -> tuple[int, int] | None:
+    """Quiet hours "HH:MM-HH:MM" (Shanghai, may wrap midnight) as minutes of the day; "" means none."""
+    value = value.strip()
+    if not value:
+        return None
+    match = _QUIET_HOURS_RE.match(value)
+    if match is None:
+        raise ConfigError(f"campaigns.quiet_hours: expected HH:MM-HH:MM or empty, got {value!r}")
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    start, end = h1 * 60 + m1, h2 * 60 + m2
+    if start == end:
+        raise ConfigError("campaigns.quiet_hours: start and end are equal; leave it empty for none")
+    return start, end
+
+
+@dataclass(frozen=True)
+class CampaignSettings:
+    """What scheduled sends to customers must respect: quiet hours, per-customer caps, task size."""
+
+    quiet_hours: str = "21:00-08:00"
+    cap_per_day: int = 1
+    cap_per_week: int = 5
+    cap_per_month: int = 20
+    mass_task_max: int = 10000
+    # Mass-send tasks: WeCom reminders while unsent, and when an unconfirmed task is given up.
+    mass_remind_after_s: float = 3600.0
+    mass_reminders_max: int = 3
+    mass_expire_after_s: float = 259200.0
+
+    def quiet_window(self) -> tuple[int, int] | None:
+        """Quiet hours as (start, end) minutes of the Shanghai day, or None when there are none."""
+        return parse_quiet_hours(self.quiet_hours)
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """The campaign scheduler: leader lock timing, reconciliation, misfire grace and catch-up look-back."""
+
+    lock_ttl_s: float = 30.0
+    renew_s: float = 10.0
+    reconcile_s: float = 30.0
+    misfire_grace_s: int = 600
+    lookback_h: int = 24
+
+
 @dataclass(frozen=True)
 class Settings:
     """All settings of one deployment."""
@@ -97,6 +145,8 @@ class Settings:
     web: WebSettings = field(default_factory=WebSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     compliance: ComplianceSettings = field(default_factory=ComplianceSettings)
+    campaigns: CampaignSettings = field(default_factory=CampaignSettings)
+    scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
 
     def replace(self, **sections: Mapping[str, Any]) -> Settings:
         """Return a copy with some keys of some sections changed (used by tests and commands)."""
@@ -184,6 +234,40 @@ def _validate(settings: Settings) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    _validate_campaigns(settings.campaigns)
+    _validate_scheduler(settings.scheduler)
+
+
+def _validate_scheduler(s: SchedulerSettings) -> None:
+    if not s.lock_ttl_s > 0:
+        raise ConfigError("scheduler.lock_ttl_s: must be positive")
+    if not 0 < s.renew_s <= s.lock_ttl_s / 2:
+        raise ConfigError("scheduler.renew_s: must be positive and at most half of lock_ttl_s")
+    if not s.reconcile_s > 0:
+        raise ConfigError("scheduler.reconcile_s: must be positive")
+    if s.misfire_grace_s < 0:
+        raise ConfigError("scheduler.misfire_grace_s: must be 0 or more seconds")
+    if s.lookback_h < 1 or s.lookback_h * 3600 < s.misfire_grace_s:
+        raise ConfigError("scheduler.lookback_h: must be at least 1 hour and cover misfire_grace_s")
+
+
+# The shortest month's WeCom cap (one mass message a day): our own caps stay at or below it.
+MAX_CAMPAIGN_CAP_PER_MONTH = 28
+
+
+def _validate_campaigns(c: CampaignSettings) -> None:
+    c.quiet_window()
+    if not 1 <= c.cap_per_day <= c.cap_per_week <= c.cap_per_month <= MAX_CAMPAIGN_CAP_PER_MONTH:
+        raise ConfigError(
+            "campaigns.cap_per_day/cap_per_week/cap_per_month: need 1 <= day <= week <= month"
+            f" <= {MAX_CAMPAIGN_CAP_PER_MONTH} (below WeCom's own monthly cap)"
+        )
+    if not 1 <= c.mass_task_max <= 10000:
+        raise ConfigError("campaigns.mass_task_max: must be 1-10000 (WeCom's limit per task)")
+    if not 0 <= c.mass_reminders_max <= 3:
+        raise ConfigError("campaigns.mass_reminders_max: must be 0-3 (WeCom allows 3 per task per 24 h)")
+    if not 0 < c.mass_remind_after_s < c.mass_expire_after_s:
+        raise ConfigError("campaigns.mass_remind_after_s: must be positive and below mass_expire_after_s")
 
 
 def _build(data: Mapping[str, Mapping[str, Any]], base: Settings | None = None) -> Settings:

@@ -8,9 +8,11 @@ import threading
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from bot.app import create_app
+from bot.campaigns.masssend import MASS_CHANNEL, MassTaskDispatcher
 from bot.delivery.dispatcher import DeliveryDispatcher
 from bot.kf.syncer import KfSyncer
 from bot.leads.tagsync import TagSyncer
+from bot.scheduler import SchedulerService, default_planner
 from bot.services import Services
 from bot.worker import Worker
 from handlers import build_dispatcher
@@ -52,6 +54,16 @@ class EmbeddedRuntime:
             services.client,
             worker_id="embedded-kf-sync",
         )
+        self.mass = MassTaskDispatcher(
+            services.settings, services.db, services.coordinator, services.client, worker_id="embedded-mass"
+        )
+        # Campaign runs; with in-process coordination this process is the only scheduler.
+        self.scheduler = SchedulerService(
+            services.settings,
+            services.db,
+            services.coordinator,
+            default_planner(services.db, services.settings),
+        )
         self._threads: list[threading.Thread] = []
 
     @property
@@ -81,6 +93,16 @@ class EmbeddedRuntime:
                 target=self.tag_syncer.run_forever, args=(self.stop_event,), name="tag-sync", daemon=True
             )
         )
+        self._threads.append(
+            threading.Thread(
+                target=self.mass.run_forever, args=(self.stop_event,), name="mass-send", daemon=True
+            )
+        )
+        self._threads.append(
+            threading.Thread(
+                target=self.scheduler.run_forever, args=(self.stop_event,), name="scheduler", daemon=True
+            )
+        )
         for thread in self._threads:
             thread.start()
         log.info("serving on %s with %d worker(s)", self.url, len(self.workers))
@@ -93,10 +115,12 @@ class EmbeddedRuntime:
         self.services.coordinator.wake("outbox")
         self.services.coordinator.wake("kf")
         self.services.coordinator.wake("tags")
+        self.services.coordinator.wake(MASS_CHANNEL)
         self.server.shutdown()
         self.server.server_close()
         for thread in self._threads:
             thread.join(timeout=10)
+        self.dispatcher.close()  # record the sends already handed over
 
     def __enter__(self) -> EmbeddedRuntime:
         return self.start()

@@ -117,7 +117,7 @@ class Worker:
             self.coordinator.wake(channel)
         rows = [row for ctx in contexts for row in ctx.send_after_commit]
         if rows and self.sender is not None:
-            self.sender.send_claimed(rows)
+            self.sender.send_claimed(rows, wait=False)
 
     def process(self, event_id: int, event: Event | None = None) -> Outcome:
         """Run the handler for one claimed event; its effects and the status commit together."""
@@ -243,13 +243,15 @@ class Worker:
         return outcomes
 
     def drain(self, max_batches: int = 1000) -> list[Outcome]:
-        """Process until nothing is due (used by commands and tests)."""
+        """Process until nothing is due, and wait for the messages it sent (used by commands and tests)."""
         outcomes: list[Outcome] = []
         for _ in range(max_batches):
             batch = self.run_once()
             if not batch:
                 break
             outcomes.extend(batch)
+        if self.sender is not None:
+            self.sender.flush()
         return outcomes
 
     def run_forever(self, stop: threading.Event) -> None:

@@ -9,9 +9,10 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from bot.campaigns.courses import register, upcoming_course
 from bot.delivery.outbox import cancel_pending
 from bot.kf import KF_WAKE_CHANNEL
-from bot.kf.keywords import intents_in, is_subscribe, is_unsubscribe
+from bot.kf.keywords import intents_in, is_register, is_subscribe, is_unsubscribe
 from bot.kf.replies import conversation, customer_spoke, send_kf_text
 from bot.kf.risk import record_inbound_risk
 from bot.leads.attribution import Arrival, record_arrival
@@ -149,6 +150,21 @@ def subscribe(event: Event, ctx: HandlerContext) -> None:
         purpose_key=_purpose(event),
         script_key="subscribe_confirm",
         values=message_values(ctx, lead),
+    )
+
+
+@router.on(KfCustomerText, _text(is_register, "register"))
+def register_for_course(event: Event, ctx: HandlerContext) -> None:
+    """报名: register the lead for the next course (once) and confirm; with no course ahead, say so."""
+    assert isinstance(event, KfCustomerText)
+    conv, lead = _inbound(event, ctx)
+    course = upcoming_course(ctx.session, ctx.now)
+    script_key = "course_none"
+    if course is not None:
+        register(ctx.session, course, lead, "kf", ctx.now)
+        script_key = "course_registered"
+    send_kf_text(
+        ctx, conv, lead, purpose_key=_purpose(event), script_key=script_key, values=message_values(ctx, lead)
     )
 
 

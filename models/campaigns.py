@@ -164,13 +164,14 @@ class RunRecipient(Base):
 
 
 class MassTaskStatus(enum.StrEnum):
-    """queued → created (member must confirm) → sent | cancelled | failed; results reconciled until final."""
+    """queued → created (member confirms) → sent | cancelled | failed | unknown; reconciled until final."""
 
     QUEUED = "queued"
     CREATED = "created"
     SENT = "sent"  # the member sent it; per-customer results reconciled
     CANCELLED = "cancelled"
     FAILED = "failed"
+    UNKNOWN = "unknown"  # the create call's answer was lost: a person resolves it, never re-sent
 
 
 class MassTask(Base):

@@ -168,7 +168,9 @@ def test_one_failing_add_does_not_hold_back_the_rest_of_its_batch(
         return real(session, arrivals, now)
 
     monkeypatch.setattr(handlers.contacts, "record_arrivals", fails_for_one)
-    outcomes = {o.event_id: o.status for o in worker(ready, sender_of(ready)).run_once()}
+    sender = sender_of(ready)
+    outcomes = {o.event_id: o.status for o in worker(ready, sender).run_once()}
+    assert sender.flush()
     assert sorted(outcomes.values()) == ["done", "done", "done", "done", "pending"]
     assert sorted(w.external_userid for w in sim.welcomes) == [ids[0], ids[1], ids[3], ids[4]]
     with ready.db.read() as session:
@@ -194,7 +196,7 @@ def test_retried_add_in_the_same_batch_is_welcomed_once(ready: Services, sim: Si
 
 def test_welcome_leased_to_a_sender_that_died_is_flagged_not_resent(ready: Services, sim: Simulator) -> None:
     class DiesAfterCommit(DeliveryDispatcher):
-        def send_claimed(self, rows: Any) -> Any:
+        def send_claimed(self, rows: Any, wait: bool = True) -> Any:
             return []  # the process is gone before it calls WeCom
 
     scans(ready, sim, 2)

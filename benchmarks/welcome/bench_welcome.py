@@ -849,9 +849,10 @@ def render(
         f"{args.warmup} unmeasured warm-up adds. The simulator (own process, "
         f"`bot.wecom.simulator.Simulator` subclassed only to timestamp and to POST callbacks from "
         f"{args.sim_senders} threads in parallel, as WeCom does, instead of one at a time) raises "
-        "`add_external_contact` with a WelcomeCode (valid 20 s) for each; the bot stores it, the handler "
-        "attributes the lead and queues the approved welcome (priority 0, deadline received + 20 s), the "
-        "dispatcher calls `externalcontact/send_welcome_msg`.",
+        "`add_external_contact` with a WelcomeCode (valid 20 s) for each; the bot stores it; a worker "
+        "takes the waiting adds as one batch, attributes and tags the leads and queues each approved "
+        "welcome (deadline = WeCom's send time + 20 s) in one transaction, and right after the commit "
+        "calls `externalcontact/send_welcome_msg` for them, several at once.",
         "",
         "Setups (each on a fresh store, same run):",
         "",
@@ -897,7 +898,7 @@ def render(
         "Where the time goes, p50 / p99 ms per stage: ingest = callback POST start → `received_at`; "
         "ack = callback POST start → bot's HTTP 200; event wait = `received_at` → `processed_at` (the "
         "worker's clock as it starts the event: inbox queueing); handle + send = `processed_at` → welcome "
-        "accepted (handler, commit, outbox wait, rate limiter, API call).",
+        "accepted (batch handler, commit, rate limiter, API call, the batch's other calls).",
         "",
         "| setup | ingest | ack | event wait | handle + send | CPU s during burst + drain |",
         "|---|---:|---:|---:|---:|---|",
@@ -979,9 +980,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sim-senders", type=int, default=32, help="simulator threads POSTing callbacks")
     p.add_argument("--web-workers", type=int, default=2, help="production: gunicorn processes")
     p.add_argument("--web-threads", type=int, default=4, help="production: gunicorn threads per process")
-    p.add_argument("--worker-procs", type=int, default=1, help="production: `wecom-bot worker` processes")
+    p.add_argument("--worker-procs", type=int, default=2, help="production: `wecom-bot worker` processes")
     p.add_argument("--worker-threads", type=int, default=2, help="production: event threads per worker")
-    p.add_argument("--dispatchers", type=int, default=2, help="production: dispatcher threads per worker")
+    p.add_argument("--dispatchers", type=int, default=1, help="production: dispatcher threads per worker")
     p.add_argument("--embedded-workers", type=int, default=1, help="embedded: `wecom-bot run --workers`")
     p.add_argument("--setups", default="embedded,production", help="comma list of setups to run, in order")
     p.add_argument(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
 import threading
 import time
@@ -15,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import and_, select, update
 
+from bot.campaigns.controls import KillSwitch
 from bot.config import Settings
 from bot.coordination import Coordinator
 from bot.db import Database
@@ -38,6 +40,8 @@ API_BURST = 3000
 MEMBER_RATE_PER_S = 20 / 60
 MEMBER_BURST = 20
 MAX_TRANSIENT_ATTEMPTS = 5
+FINISH_BATCH = 100  # outcomes recorded per transaction by the finisher
+KILL_SWITCH_RETRY_S = 5.0
 OPT_OUT_CONFIRMATION = "unsubscribe_confirm"
 
 
@@ -143,12 +147,23 @@ class DeliveryDispatcher:
         self.client = client
         self.worker_id = worker_id or f"dispatch:{socket.gethostname()}:{os.getpid()}"
         self.clock = clock
-        # API calls for a batch of already-leased messages run side by side (they wait on the network).
-        concurrency = settings.worker.send_concurrency
-        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="send") if concurrency > 1 else None
+        self.kill_switch = KillSwitch(db)
+        # API calls for messages leased at queue time run side by side (they wait on the network), and
+        # their outcomes are recorded together by one finisher thread.
+        self._pool = ThreadPoolExecutor(settings.worker.send_concurrency, thread_name_prefix="send")
+        self._results: queue.Queue[_Result] = queue.Queue()
+        self._in_flight = 0
+        self._in_flight_lock = threading.Condition()
+        self._finisher: threading.Thread | None = None
+        self._closing = threading.Event()
 
     def claim(self, limit: int = 20) -> list[int]:
-        """Lease due deliveries, most urgent first; a lapsed `sending` lease is flagged, not resent."""
+        """Lease due deliveries, most urgent first; a lapsed `sending` lease is flagged, not resent.
+
+        Nothing is claimed while the kill switch is on; mass-send recipients are sent by their task.
+        """
+        if self.kill_switch.on():
+            return []
         now = self.clock()
         t = Delivery
         with self.db.transaction() as session:
@@ -161,7 +176,11 @@ class DeliveryDispatcher:
             )
             for row in lapsed:
                 self._flag_unknown(session, row, now)
-            due = and_(t.status == DeliveryStatus.QUEUED, t.next_attempt_at <= now)
+            due = and_(
+                t.status == DeliveryStatus.QUEUED,
+                t.next_attempt_at <= now,
+                t.channel != Channel.MASS_TEMPLATE,
+            )
             stmt = select(t.id).where(due).order_by(t.priority, t.next_attempt_at, t.id).limit(limit)
             ids = list(session.scalars(stmt.with_for_update(skip_locked=True)))
             if ids:
@@ -209,18 +228,72 @@ class DeliveryDispatcher:
         result = _Result(row, DeliveryStatus.CANCELLED, error=refusal) if refusal else self._attempt(row)
         return self._finish([result])[0]
 
-    def send_claimed(self, rows: Sequence[Delivery]) -> list[SendOutcome]:
+    def send_claimed(self, rows: Sequence[Delivery], wait: bool = True) -> list[SendOutcome]:
         """Send deliveries this sender leased when they were queued (refusals were checked then).
 
-        The worker that queued them calls this right after its commit: a welcome goes out without
-        waiting for a dispatcher to claim it. Outcomes are recorded in one transaction.
+        The worker that queued them calls this right after its commit, with `wait=False`: the calls
+        run on the send pool while the worker goes back to its inbox, and a finisher thread records
+        the outcomes in batches. With `wait=True` the outcomes are recorded before returning.
         """
-        if len(rows) <= 1 or self._pool is None:
-            return self._finish([self._attempt(row) for row in rows])
-        return self._finish(list(self._pool.map(self._attempt, rows)))
+        if wait:
+            return self._finish(list(self._pool.map(self._attempt, rows)))
+        with self._in_flight_lock:
+            self._in_flight += len(rows)
+            if self._finisher is None:
+                self._finisher = threading.Thread(target=self._finish_loop, name="send-finisher", daemon=True)
+                self._finisher.start()
+        for row in rows:
+            self._pool.submit(self._attempt_later, row)
+        return []
+
+    def _attempt_later(self, row: Delivery) -> None:
+        try:
+            self._results.put(self._attempt(row))
+        except Exception:
+            # Whether WeCom got the call is not known: the lease lapses and a person is asked.
+            log.exception("sending delivery %s failed unexpectedly", row.id)
+            self._done(1)
+
+    def _finish_loop(self) -> None:
+        while not (self._closing.is_set() and self._results.empty()):
+            try:
+                batch = [self._results.get(timeout=0.5)]
+            except queue.Empty:
+                continue
+            while len(batch) < FINISH_BATCH:
+                try:
+                    batch.append(self._results.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._finish(batch)
+            except Exception:
+                log.exception("recording %d send outcomes failed; their leases will lapse", len(batch))
+            finally:
+                self._done(len(batch))
+
+    def _done(self, count: int) -> None:
+        with self._in_flight_lock:
+            self._in_flight -= count
+            self._in_flight_lock.notify_all()
+
+    def flush(self, timeout_s: float = 30.0) -> bool:
+        """Wait until every send handed over with `wait=False` is recorded; False on timeout."""
+        with self._in_flight_lock:
+            return self._in_flight_lock.wait_for(lambda: self._in_flight == 0, timeout_s)
+
+    def close(self) -> None:
+        """Finish the sends in hand, record them, and stop the send pool."""
+        self.flush()
+        self._closing.set()
+        self._pool.shutdown(wait=True)
+        if self._finisher is not None:
+            self._finisher.join(timeout=10)
 
     def _attempt(self, row: Delivery) -> _Result:
-        """Check the deadline and the rate limits, then call the API; touches no database."""
+        """Check the deadline, the kill switch and the rate limits, then call the API; touches no database."""
+        if self.kill_switch.on():
+            return _Result(row, DeliveryStatus.QUEUED, retry_in=KILL_SWITCH_RETRY_S, count_attempt=False)
         if row.deadline is not None and self.clock() >= row.deadline:
             return _Result(row, DeliveryStatus.EXPIRED, error="deadline passed before sending")
         route = ROUTES[Channel(row.channel)]

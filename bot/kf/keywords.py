@@ -1,4 +1,4 @@
-"""What a customer's kf text asks for: opt-out, subscribe, or buying intent (pure functions)."""
+"""What a customer's kf text asks for: opt-out, subscribe, 报名, or buying intent (pure functions)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,24 @@ UNSUBSCRIBE_WORDS = frozenset(
     {"td", "t", "退订", "取消订阅", "退订早报", "取消早报", "取消推送", "退订推送", "unsubscribe"}
 )
 SUBSCRIBE_WORDS = frozenset({"订阅", "订阅早报", "我要订阅", "subscribe"})
+# Compared with inner spaces removed too ("我要 报名").
+REGISTER_WORDS = frozenset(
+    {
+        "报名",
+        "我要报名",
+        "我想报名",
+        "报名参加",
+        "报名直播",
+        "直播报名",
+        "报名课程",
+        "报名直播课",
+        "预约直播",
+        "预约直播课",
+        "我要预约直播",
+        "预约课程",
+        "预约提醒",
+    }
+)
 
 # Intent → words that signal it anywhere in the message (fed to lead scoring later).
 INTENTS: dict[str, tuple[str, ...]] = {
@@ -37,6 +55,11 @@ def is_unsubscribe(text: str) -> bool:
 def is_subscribe(text: str) -> bool:
     """Whether the whole message asks to subscribe (订阅…)."""
     return normalize(text) in SUBSCRIBE_WORDS
+
+
+def is_register(text: str) -> bool:
+    """Whether the whole message asks to register for the next live course (报名, 预约直播…)."""
+    return re.sub(r"\s+", "", normalize(text)) in REGISTER_WORDS
 
 
 def intents_in(text: str) -> list[tuple[str, str]]:

@@ -1,4 +1,4 @@
-"""A lead's timeline: every inbound message and event, touch, tag and outbound message, in order."""
+"""A lead's timeline: every inbound message and event, touch, tag, course and outbound message, in order."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from bot.leads.masking import mask
 from models.audit import AuditEntry
+from models.campaigns import Course, CourseAttendance, CourseRegistration
 from models.deliveries import Delivery
 from models.inbox import InboundEvent
 from models.leads import Lead, LeadTag, LeadTouch
@@ -20,7 +21,7 @@ class TimelineItem:
     """One thing that happened to a lead."""
 
     at: datetime
-    kind: str  # inbound | touch | tag | outbound | audit
+    kind: str  # inbound | touch | tag | course | outbound | audit
     summary: str
 
 
@@ -57,6 +58,20 @@ def timeline(session: Session, external_user_id: str, limit: int = 500) -> list[
                 else (f"not in WeCom: {tag.sync_error}" if tag.sync_error else "local")
             )
             items.append(TimelineItem(tag.created_at, "tag", f"{tag.name} ({state})"))
+        for reg, course in session.execute(
+            select(CourseRegistration, Course)
+            .join(Course, Course.id == CourseRegistration.course_id)
+            .where(CourseRegistration.lead_id == lead.id)
+        ):
+            summary = f"registered for course {course.key} 《{course.title}》 via {reg.channel}"
+            items.append(TimelineItem(reg.registered_at, "course", summary))
+        for seen, course in session.execute(
+            select(CourseAttendance, Course)
+            .join(Course, Course.id == CourseAttendance.course_id)
+            .where(CourseAttendance.lead_id == lead.id)
+        ):
+            summary = f"attended course {course.key} 《{course.title}》 for {seen.minutes} min"
+            items.append(TimelineItem(course.starts_at, "course", summary))
     for d in session.scalars(
         select(Delivery).where(Delivery.recipient == external_user_id).order_by(Delivery.id).limit(limit)
     ):

@@ -1,0 +1,1017 @@
+"""Plan one campaign run: whole-run checks, one approved text, then per recipient a channel or a reason.
+
+A run is planned once. Its audience is read in keyset pages, one short transaction per page; every
+recipient gets one `RunRecipient` row (unique per run and lead) and at most one delivery (purpose
+key `run:{run_id}:{lead_id}`), so a crash mid-plan resumes where it stopped without duplicates.
+The run row turns `planned` only at the end, and its mass-send tasks only become due then.
+A dry run takes exactly the same decisions in read-only transactions and writes nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import enum
+import io
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, TextIO
+
+from sqlalchemy import ColumnElement, String, and_, case, cast, func, insert, literal, select
+from sqlalchemy.orm import Session
+
+from bot.campaigns.audience import BATCH_SIZE, AudienceError, AudienceFilter, AudienceMember, fetch_batch
+from bot.campaigns.controls import SENDING, switch_state
+from bot.campaigns.masssend import MASS_CHANNEL
+from bot.config import CampaignSettings, Settings
+from bot.coordination import Coordinator
+from bot.db import Database
+from bot.delivery.outbox import OUTBOX_CHANNEL, enqueue, record_in_ledger
+from bot.kf.replies import COUNTED as KF_COUNTED
+from bot.kf.replies import WINDOW as KF_WINDOW
+from bot.kf.replies import refusal as kf_refusal
+from bot.trading_calendar import SHANGHAI, TradingCalendar
+from models.alerts import Alert
+from models.base import utcnow
+from models.campaigns import (
+    Campaign,
+    CampaignKind,
+    CampaignRun,
+    CampaignStatus,
+    Course,
+    MassTask,
+    MassTaskStatus,
+    RecipientChannel,
+    RunRecipient,
+    RunStatus,
+    ScheduleKind,
+)
+from models.contacts import ContactRelation, RelationStatus
+from models.deliveries import Channel, Delivery, DeliveryStatus
+from models.kf import KfConversation
+from models.leads import Lead
+from models.ledger import LedgerEntry
+from models.scripts import ScriptKind
+from scripts_library.catalogue import MessageBlocked, NotSendable, compose, policy_from_settings, sendable
+from scripts_library.rendering import RenderError
+
+# Deliveries that use up a customer's campaign allowance: queued or (possibly) sent, never failed ones.
+CAP_COUNTED = (DeliveryStatus.QUEUED, DeliveryStatus.SENDING, DeliveryStatus.SENT, DeliveryStatus.UNKNOWN)
+PURPOSE_PREFIX = "run:"
+# "Not due": mass-send tasks wait so while their run is being planned (no task goes out half-filled),
+# and mass-send recipients' delivery rows always (their task sends them, not the dispatcher).
+NOT_DUE = datetime(9999, 12, 31, tzinfo=UTC)
+HELD_FOR_REVIEW = "held for compliance review"
+_WEEKDAYS = ("星期一", "星期二", "星期三", "星期四", "星期五", "星期六", "星期日")
+_SHORT_WEEKDAYS = ("周一", "周二", "周三", "周四", "周五", "周六", "周日")
+# The script kind each campaign kind sends.
+SCRIPT_KINDS: dict[str, str] = {
+    CampaignKind.MORNING_REPORT: ScriptKind.MORNING_REPORT,
+    CampaignKind.COURSE_INVITE: ScriptKind.COURSE_INVITE,
+    CampaignKind.COURSE_REMINDER: ScriptKind.COURSE_REMINDER,
+    CampaignKind.ANNOUNCEMENT: ScriptKind.KEYWORD_REPLY,
+}
+COURSE_KINDS = frozenset({CampaignKind.COURSE_INVITE, CampaignKind.COURSE_REMINDER})
+
+
+class SkipReason(enum.StrEnum):
+    """Why one recipient of a run gets nothing (stored in RunRecipient.skip_reason)."""
+
+    OPTED_OUT = "opted_out"
+    UNREACHABLE = "unreachable"
+    QUIET_HOURS = "quiet_hours"
+    CAP_DAY = "cap_day"
+    CAP_WEEK = "cap_week"
+    CAP_MONTH = "cap_month"
+    NO_MEMBER = "no_member"
+
+
+SKIP_DESCRIPTIONS = {
+    SkipReason.OPTED_OUT: "the customer opted out",
+    SkipReason.UNREACHABLE: "the customer can no longer be reached (removed the member)",
+    SkipReason.QUIET_HOURS: "the run falls in quiet hours",
+    SkipReason.CAP_DAY: "daily campaign cap reached",
+    SkipReason.CAP_WEEK: "weekly campaign cap reached",
+    SkipReason.CAP_MONTH: "monthly campaign cap reached",
+    SkipReason.NO_MEMBER: "no member relationship and no open kf window",
+}
+
+
+class PlanError(LookupError):
+    """The run or campaign to plan does not exist."""
+
+
+@dataclass(frozen=True)
+class Message:
+    """The run's one approved, rendered, linted text and what it is bound to."""
+
+    text: str
+    script_key: str
+    script_version: int
+    approval_id: int
+    content_hash: str
+    lint_verdict: str
+    lexicon_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedRecipient:
+    """One lead's place in a plan: kf (with its kf account), mass (with its sender) or none (why)."""
+
+    lead_id: int
+    external_user_id: str
+    channel: str
+    skip_reason: str | None = None
+    sender: str = ""  # mass: the member whose task carries it
+    open_kfid: str = ""  # kf: the account whose window is open
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSummary:
+    """One mass-send task of a plan: its sending member and how many customers it carries."""
+
+    sender: str
+    recipients: int
+
+
+@dataclass
+class RunPlan:
+    """What a run sends, or why it sends nothing; a dry run also carries every recipient."""
+
+    campaign_key: str
+    occurrence: datetime
+    run_id: int | None
+    status: str
+    reason: str | None = None
+    dry_run: bool = False
+    message: Message | None = None
+    counts: dict[str, Any] = field(default_factory=dict)
+    tasks: list[TaskSummary] = field(default_factory=list)
+    recipients: list[PlannedRecipient] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (times as ISO 8601 UTC)."""
+        return {
+            "campaign": self.campaign_key,
+            "occurrence": self.occurrence.astimezone(UTC).isoformat(),
+            "run_id": self.run_id,
+            "status": self.status,
+            "reason": self.reason,
+            "dry_run": self.dry_run,
+            "message": asdict(self.message) if self.message else None,
+            "counts": self.counts,
+            "tasks": [asdict(t) for t in self.tasks],
+            "recipients": [asdict(r) for r in self.recipients],
+        }
+
+    def to_json(self) -> str:
+        """The plan as one JSON document, for compliance review."""
+        return json.dumps(self.to_dict(), ensure_ascii=False, indent=2)
+
+    def write_csv(self, out: TextIO) -> None:
+        """One CSV row per recipient: lead, customer, channel, skip reason, sender, kf account."""
+        writer = csv.writer(out)
+        writer.writerow(CSV_FIELDS)
+        for r in self.recipients:
+            writer.writerow(
+                [r.lead_id, r.external_user_id, r.channel, r.skip_reason or "", r.sender, r.open_kfid]
+            )
+
+    def to_csv(self) -> str:
+        """The recipient rows as CSV text."""
+        out = io.StringIO()
+        self.write_csv(out)
+        return out.getvalue()
+
+
+CSV_FIELDS = ("lead_id", "external_user_id", "channel", "skip_reason", "sender", "open_kfid")
+
+
+def purpose_key(run_id: int, lead_id: int) -> str:
+    """The delivery purpose key of one run's message to one lead (unique: one message per run and lead)."""
+    return f"{PURPOSE_PREFIX}{run_id}:{lead_id}"
+
+
+def in_quiet_hours(window: tuple[int, int] | None, at: datetime) -> bool:
+    """Whether `at` falls in the quiet window (minutes of the Shanghai day; may wrap midnight)."""
+    if window is None:
+        return False
+    local = at.astimezone(SHANGHAI)
+    minute = local.hour * 60 + local.minute
+    start, end = window
+    return start <= minute < end if start < end else (minute >= start or minute < end)
+
+
+@dataclass(frozen=True)
+class CapWindows:
+    """The Shanghai day, ISO week and calendar month containing a send, as UTC bounds."""
+
+    day: tuple[datetime, datetime]
+    week: tuple[datetime, datetime]
+    month: tuple[datetime, datetime]
+
+    @classmethod
+    def around(cls, at: datetime) -> CapWindows:
+        """The periods containing `at`."""
+        today = at.astimezone(SHANGHAI).date()
+        monday = today - timedelta(days=today.weekday())
+        first = today.replace(day=1)
+        next_month = (first + timedelta(days=32)).replace(day=1)
+        return cls(
+            (_start(today), _start(today + timedelta(days=1))),
+            (_start(monday), _start(monday + timedelta(days=7))),
+            (_start(first), _start(next_month)),
+        )
+
+
+def _start(day: date) -> datetime:
+    return datetime.combine(day, time(0), SHANGHAI).astimezone(UTC)
+
+
+def cap_usage(
+    session: Session, leads: ColumnElement[bool], windows: CapWindows, run_id: int | None = None
+) -> dict[str, tuple[int, int, int]]:
+    """Campaign messages queued or sent to each matching lead in the day, week and month (one query).
+
+    Messages of run `run_id` itself are not counted, so a dry run of a run half planned before a
+    crash decides as the resumed run will.
+    """
+    d = Delivery
+    own = [d.purpose_key.not_like(f"{PURPOSE_PREFIX}{run_id}:%")] if run_id is not None else []
+    lo = min(windows.week[0], windows.month[0])
+    hi = max(windows.week[1], windows.month[1])
+
+    def within(bounds: tuple[datetime, datetime]) -> Any:
+        return func.sum(
+            case((d.created_at >= bounds[0], case((d.created_at < bounds[1], 1), else_=0)), else_=0)
+        )
+
+    stmt = (
+        select(Lead.external_user_id, within(windows.day), within(windows.week), within(windows.month))
+        .join(d, d.recipient == Lead.external_user_id)
+        .where(
+            leads,
+            d.purpose_key.like(f"{PURPOSE_PREFIX}%"),
+            d.status.in_(CAP_COUNTED),
+            d.created_at >= lo,
+            d.created_at < hi,
+            *own,
+        )
+        .group_by(Lead.external_user_id)
+    )
+    return {r: (int(a or 0), int(b or 0), int(c or 0)) for r, a, b, c in session.execute(stmt)}
+
+
+def cap_reason(usage: tuple[int, int, int], caps: CampaignSettings) -> SkipReason | None:
+    """The first cap another campaign message would exceed, if any."""
+    day, week, month = usage
+    if day >= caps.cap_per_day:
+        return SkipReason.CAP_DAY
+    if week >= caps.cap_per_week:
+        return SkipReason.CAP_WEEK
+    if month >= caps.cap_per_month:
+        return SkipReason.CAP_MONTH
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Relation:
+    user_id: str
+    status: str
+    updated_at: datetime
+    id: int
+
+
+def choose_sender(member: AudienceMember, relations: list[_Relation]) -> str | None:
+    """The member whose mass-send task reaches this customer: the owner if connected, else the latest."""
+    active = [r for r in relations if r.status == RelationStatus.ACTIVE]
+    if not active:
+        return None
+    for r in active:
+        if r.user_id == member.owner_userid:
+            return r.user_id
+    return max(active, key=lambda r: (r.updated_at, r.id)).user_id
+
+
+def choose_kf(conversations: list[KfConversation], at: datetime) -> KfConversation | None:
+    """The conversation whose 48 h window is open with replies left (the freshest), if any."""
+    open_ = [c for c in conversations if kf_refusal(c, None, at) is None]
+    if not open_:
+        return None
+    return max(open_, key=lambda c: (c.last_customer_msg_at or at, c.id))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The channel for one recipient, or why they are skipped."""
+
+    channel: str
+    reason: SkipReason | None = None
+    sender: str = ""
+    conversation: KfConversation | None = None
+
+
+def decide(
+    member: AudienceMember,
+    *,
+    quiet: bool,
+    usage: tuple[int, int, int],
+    caps: CampaignSettings,
+    relations: list[_Relation],
+    conversations: list[KfConversation],
+    at: datetime,
+) -> Decision:
+    """Opt-out, reachability, quiet hours and caps first; then kf if its window is open, else mass."""
+    none = RecipientChannel.NONE
+    if member.opted_out:
+        return Decision(none, SkipReason.OPTED_OUT)
+    removed = relations and all(r.status == RelationStatus.REMOVED_BY_CUSTOMER for r in relations)
+    if not member.reachable or removed:
+        return Decision(none, SkipReason.UNREACHABLE)
+    if quiet:
+        return Decision(none, SkipReason.QUIET_HOURS)
+    capped = cap_reason(usage, caps)
+    if capped is not None:
+        return Decision(none, capped)
+    conv = choose_kf(conversations, at)
+    if conv is not None:
+        return Decision(RecipientChannel.KF, conversation=conv)
+    sender = choose_sender(member, relations)
+    if sender is not None:
+        return Decision(RecipientChannel.MASS, sender=sender)
+    return Decision(none, SkipReason.NO_MEMBER)
+
+
+# --- whole-run preparation ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """Everything a run's batches need, as plain values."""
+
+    campaign_key: str
+    occurrence: datetime
+    at: datetime
+    audience: AudienceFilter
+    message: Message
+    values: dict[str, dict[str, Any]]
+    quiet: bool
+
+
+@dataclass(frozen=True)
+class _Stopped:
+    """The run sends nothing: skipped (a policy said no) or failed (the campaign is misconfigured)."""
+
+    status: str
+    reason: str
+    message: Message | None = None
+
+
+def shanghai_date_text(day: date) -> str:
+    """A date as Chinese readers expect it, e.g. 2026年11月24日."""
+    return f"{day.year}年{day.month}月{day.day}日"
+
+
+def report_values(occurrence: datetime) -> dict[str, str]:
+    """`report.*` values for the occurrence's Shanghai date."""
+    day = occurrence.astimezone(SHANGHAI).date()
+    return {"date": shanghai_date_text(day), "weekday": _WEEKDAYS[day.weekday()]}
+
+
+def course_values(course: Course) -> dict[str, str]:
+    """`course.*` values from a course row (start time in Shanghai wall-clock)."""
+    start = course.starts_at.astimezone(SHANGHAI)
+    return {
+        "title": course.title,
+        "speaker": course.speaker_name,
+        "speaker_sac": course.speaker_sac_no,
+        "start_time": f"{start.month}月{start.day}日 {_SHORT_WEEKDAYS[start.weekday()]} {start:%H:%M}",
+        "link": course.link,
+    }
+
+
+def _alert(
+    session: Session, at: datetime, kind: str, severity: str, audience: str, message: str, **detail: Any
+) -> None:
+    session.add(
+        Alert(
+            raised_at=at,
+            kind=kind,
+            severity=severity,
+            audience=audience,
+            message=message,
+            detail=detail,
+        )
+    )
+
+
+def _prepare(
+    session: Session,
+    settings: Settings,
+    campaign: Campaign,
+    occurrence: datetime,
+    at: datetime,
+    run_id: int | None,
+) -> _Prepared | _Stopped:
+    """Whole-run checks in order, then the one rendered text; alerts go in `session`."""
+    skipped, failed = RunStatus.SKIPPED, RunStatus.FAILED
+    where = f"campaign {campaign.key!r} at {occurrence.astimezone(SHANGHAI):%Y-%m-%d %H:%M} Shanghai"
+    detail = {"campaign": campaign.key, "run": run_id, "occurrence": occurrence.isoformat()}
+    if campaign.status != CampaignStatus.ACTIVE:
+        return _Stopped(skipped, f"campaign {campaign.status}")
+    switch = switch_state(session, SENDING)
+    if switch.on:
+        return _Stopped(skipped, f"sending stopped by {switch.changed_by}: {switch.reason}")
+    day = occurrence.astimezone(SHANGHAI).date()
+    trading_only = (
+        campaign.kind == CampaignKind.MORNING_REPORT or campaign.schedule_kind == ScheduleKind.TRADING_DAYS
+    )
+    if trading_only and not TradingCalendar.load(session).is_trading_day(day):
+        return _Stopped(skipped, f"{day} is not a trading day")
+    try:
+        audience = AudienceFilter.for_campaign(campaign)
+    except AudienceError as exc:
+        _alert(session, at, "run.misconfigured", "warning", "operator", f"{where}: {exc}", **detail)
+        return _Stopped(failed, str(exc))
+    values: dict[str, dict[str, Any]] = {
+        "firm": {"name": settings.compliance.firm_name, "opt_out": settings.compliance.opt_out_instruction}
+    }
+    if campaign.kind == CampaignKind.MORNING_REPORT:
+        values["report"] = report_values(occurrence)
+    if campaign.kind in COURSE_KINDS:
+        course = session.get(Course, campaign.course_id) if campaign.course_id is not None else None
+        if course is None:
+            reason = "course campaign without a course"
+            _alert(session, at, "run.misconfigured", "warning", "operator", f"{where}: {reason}", **detail)
+            return _Stopped(failed, reason)
+        values["course"] = course_values(course)
+    try:
+        script, _, _ = sendable(session, campaign.script_key, at)
+    except NotSendable as exc:
+        _alert(
+            session,
+            at,
+            "run.no_approved_script",
+            "critical",
+            "both",
+            f"{where} not sent: no approved version of script {campaign.script_key!r} ({exc})",
+            script=campaign.script_key,
+            **detail,
+        )
+        return _Stopped(skipped, f"no approved script: {exc}")
+    expected = SCRIPT_KINDS.get(campaign.kind)
+    if script.kind != expected:
+        reason = f"script {campaign.script_key!r} is a {script.kind} script; {campaign.kind} sends {expected}"
+        _alert(session, at, "run.misconfigured", "warning", "operator", f"{where}: {reason}", **detail)
+        return _Stopped(failed, reason)
+    policy = policy_from_settings(settings.compliance)
+    try:
+        composed = compose(
+            session, campaign.script_key, values, policy, at=at, recipient=f"campaign:{campaign.key}"
+        )
+    except MessageBlocked as exc:  # compose has alerted operators and compliance
+        return _Stopped(skipped, str(exc))
+    except RenderError as exc:
+        _alert(session, at, "run.misconfigured", "warning", "operator", f"{where}: {exc}", **detail)
+        return _Stopped(failed, str(exc))
+    message = Message(
+        text=composed.text,
+        script_key=campaign.script_key,
+        script_version=composed.version.number,
+        approval_id=composed.approval.id,
+        content_hash=composed.version.content_hash,
+        lint_verdict=composed.lint.verdict,
+        lexicon_version=composed.lint.lexicon_version,
+    )
+    if composed.held:
+        _alert(
+            session,
+            at,
+            "run.held",
+            "warning",
+            "both",
+            f"{where} not sent: the final text of {campaign.script_key} v{message.script_version} needs"
+            " compliance review, and a mass text cannot be held per recipient",
+            script=campaign.script_key,
+            lint=composed.lint.to_dict(),
+            **detail,
+        )
+        return _Stopped(skipped, HELD_FOR_REVIEW, message)
+    quiet = in_quiet_hours(settings.campaigns.quiet_window(), at)
+    return _Prepared(campaign.key, occurrence, at, audience, message, values, quiet)
+
+
+# --- per-batch planning ------------------------------------------------------------------------
+
+
+class _Tasks:
+    """Fills one mass-send task per sender up to the configured size, then starts the next."""
+
+    def __init__(self, maximum: int) -> None:
+        self.maximum = maximum
+        self.summaries: list[TaskSummary] = []
+        self._current: dict[str, int] = {}  # sender -> index in summaries (dry runs)
+
+    def assign_dry(self, sender: str) -> None:
+        """Count one recipient into the sender's current task (dry runs keep tasks in memory)."""
+        index = self._current.get(sender)
+        if index is None or self.summaries[index].recipients >= self.maximum:
+            self.summaries.append(TaskSummary(sender, 0))
+            index = self._current[sender] = len(self.summaries) - 1
+        self.summaries[index] = TaskSummary(sender, self.summaries[index].recipients + 1)
+
+
+class _Planner:
+    """Runs the batches of one prepared run, for real (writing) or dry (reading only)."""
+
+    def __init__(self, settings: Settings, prepared: _Prepared, run_id: int | None, dry_run: bool) -> None:
+        self.settings = settings
+        self.caps = settings.campaigns
+        self.prepared = prepared
+        self.run_id = run_id
+        self.dry_run = dry_run
+        self.windows = CapWindows.around(prepared.at)
+        self.tasks = _Tasks(settings.campaigns.mass_task_max)
+        self.counts: Counter[tuple[str, str | None]] = Counter()
+        self.recipients: list[PlannedRecipient] = []
+        self.policy = policy_from_settings(settings.compliance)
+        self._kf_accounts: list[str] | None = None  # open_kfids with conversations, read once
+
+    def _leads_of(self, batch: list[AudienceMember]) -> ColumnElement[bool]:
+        """The batch's leads as the audience filter over its id range: no long IN list to send and parse."""
+        conditions = self.prepared.audience.conditions()
+        return and_(*conditions, Lead.id >= batch[0].lead_id, Lead.id <= batch[-1].lead_id)
+
+    def decide_batch(
+        self, session: Session, batch: list[AudienceMember]
+    ) -> list[tuple[AudienceMember, Decision]]:
+        """Look up what the batch's decisions need in a few queries, then decide each recipient."""
+        p = self.prepared
+        if p.quiet:
+            return [(m, decide(m, quiet=True, usage=(0, 0, 0), caps=self.caps, relations=[],
+                               conversations=[], at=p.at)) for m in batch]  # fmt: skip
+        leads = self._leads_of(batch)
+        usage = cap_usage(session, leads, self.windows, self.run_id)
+        relations: dict[str, list[_Relation]] = defaultdict(list)
+        rel = ContactRelation
+        rows = session.execute(
+            select(rel.external_user_id, rel.user_id, rel.status, rel.updated_at, rel.id)
+            .join(Lead, Lead.external_user_id == rel.external_user_id)
+            .where(leads)
+        )
+        for ext, user_id, status, updated_at, rel_id in rows:
+            relations[ext].append(_Relation(user_id, status, updated_at, rel_id))
+        conversations: dict[str, list[KfConversation]] = defaultdict(list)
+        if self._kf_accounts is None:
+            self._kf_accounts = list(session.scalars(select(KfConversation.open_kfid).distinct()))
+        if self._kf_accounts:
+            kf = KfConversation
+            # open_kfid leads the conversations' unique index, so each customer is an index lookup.
+            stmt = (
+                select(kf)
+                .join(Lead, Lead.external_user_id == kf.external_user_id)
+                .where(kf.open_kfid.in_(self._kf_accounts), leads)
+                .order_by(kf.id)
+            )
+            if not self.dry_run:
+                stmt = stmt.with_for_update(of=kf)  # its reply count is updated below, as kf replies do
+            for conv in session.scalars(stmt):
+                conversations[conv.external_user_id].append(conv)
+        return [
+            (
+                m,
+                decide(
+                    m,
+                    quiet=False,
+                    usage=usage.get(m.external_user_id, (0, 0, 0)),
+                    caps=self.caps,
+                    relations=relations.get(m.external_user_id, []),
+                    conversations=conversations.get(m.external_user_id, []),
+                    at=p.at,
+                ),
+            )
+            for m in batch
+        ]
+
+    def plan_dry(self, session: Session, batch: list[AudienceMember]) -> None:
+        """Decide a batch and keep the result in memory; nothing is written."""
+        for m, d in self.decide_batch(session, batch):
+            if d.channel == RecipientChannel.MASS:
+                self.tasks.assign_dry(d.sender)
+            self._keep(m, d)
+
+    def _keep(self, m: AudienceMember, d: Decision) -> None:
+        self.counts[(d.channel, d.reason)] += 1
+        self.recipients.append(
+            PlannedRecipient(
+                m.lead_id,
+                m.external_user_id,
+                d.channel,
+                d.reason,
+                d.sender,
+                d.conversation.open_kfid if d.conversation is not None else "",
+            )
+        )
+
+    def plan_real(self, session: Session, batch: list[AudienceMember]) -> int:
+        """Decide the batch's new recipients and write their rows, deliveries, ledger entries and tasks.
+
+        Returns how many kf messages it queued (they may go out as soon as the batch commits).
+        """
+        assert self.run_id is not None
+        run_id = self.run_id
+        first, last = batch[0].lead_id, batch[-1].lead_id
+        done = set(
+            session.scalars(
+                select(RunRecipient.lead_id).where(
+                    RunRecipient.run_id == run_id, RunRecipient.lead_id >= first, RunRecipient.lead_id <= last
+                )
+            )
+        )
+        batch = [m for m in batch if m.lead_id not in done]  # planned before a crash: kept as they are
+        if not batch:
+            return 0
+        decided = self.decide_batch(session, batch)
+        tasks = self._assign_tasks(session, decided)
+        kf_rows: dict[int, Delivery] = {}
+        mass_rows: list[dict[str, Any]] = []
+        with session.no_autoflush:
+            for m, d in decided:
+                if d.channel == RecipientChannel.KF:
+                    kf_rows[m.lead_id] = self._kf_delivery(session, m, d)
+                elif d.channel == RecipientChannel.MASS:
+                    mass_rows.append(self._mass_delivery(session, m, tasks[m.lead_id]))
+            _insert_ledger_entries(session)
+            if mass_rows:  # one prepared statement for the batch, not an ORM unit of work per row
+                session.execute(insert(Delivery), mass_rows)
+        session.flush()
+        ids = {lead_id: row.id for lead_id, row in kf_rows.items()}
+        if mass_rows:
+            ids.update(
+                self._delivery_ids(session, batch, [m.lead_id for m, d in decided if d.channel == "mass"])
+            )
+        session.execute(
+            insert(RunRecipient),
+            [
+                {
+                    "run_id": run_id,
+                    "lead_id": m.lead_id,
+                    "channel": d.channel,
+                    "skip_reason": d.reason,
+                    "delivery_id": ids.get(m.lead_id),
+                    "mass_task_id": tasks[m.lead_id].id if m.lead_id in tasks else None,
+                }
+                for m, d in decided
+            ],
+        )
+        return len(kf_rows)
+
+    def _delivery_ids(
+        self, session: Session, batch: list[AudienceMember], wanted: list[int]
+    ) -> dict[int, int]:
+        """The ids of this run's deliveries to `wanted` leads, looked up by purpose key, by lead id."""
+        assert self.run_id is not None
+        d = Delivery
+        key = literal(f"{PURPOSE_PREFIX}{self.run_id}:", String) + cast(Lead.id, String)
+        found = session.execute(
+            select(Lead.id, d.id).join(d, d.purpose_key == key).where(self._leads_of(batch))
+        )
+        ids = {lead_id: delivery_id for lead_id, delivery_id in found}
+        missing = [lead_id for lead_id in wanted if lead_id not in ids]
+        if missing:  # a lead changed since its page was read and no longer matches the filter
+            keys = {purpose_key(self.run_id, lead_id): lead_id for lead_id in missing}
+            by_key = session.execute(select(d.purpose_key, d.id).where(d.purpose_key.in_(keys)))
+            ids.update((keys[k], delivery_id) for k, delivery_id in by_key)
+        return ids
+
+    def _assign_tasks(
+        self, session: Session, decided: list[tuple[AudienceMember, Decision]]
+    ) -> dict[int, MassTask]:
+        """Each mass recipient's task (by lead id): the sender's task being filled, or a new one when full."""
+        mass = [(m, d) for m, d in decided if d.channel == RecipientChannel.MASS]
+        if not mass:
+            return {}
+        open_tasks = self._open_tasks(session, {d.sender for _, d in mass})
+        assigned: dict[int, MassTask] = {}
+        for m, d in mass:
+            task = open_tasks.get(d.sender)
+            if task is None or task.recipients >= self.tasks.maximum:
+                task = open_tasks[d.sender] = self._new_task(d.sender)
+                session.add(task)
+            task.recipients += 1
+            assigned[m.lead_id] = task
+        session.flush()  # new tasks get their ids before their recipients name them
+        return assigned
+
+    def _kf_delivery(self, session: Session, m: AudienceMember, d: Decision) -> Delivery:
+        """Queue the message through the open kf window and count it against the window's replies."""
+        assert self.run_id is not None
+        p, conv = self.prepared, d.conversation
+        assert conv is not None and conv.last_customer_msg_at is not None
+        delivery = enqueue(
+            session,
+            purpose_key=purpose_key(self.run_id, m.lead_id),
+            channel=Channel.KF_TEXT,
+            recipient=m.external_user_id,
+            script_key=p.message.script_key,
+            values=p.values,
+            policy=self.policy,
+            params={"open_kfid": conv.open_kfid, "run_id": self.run_id},
+            deadline=conv.last_customer_msg_at + KF_WINDOW,
+            now=p.at,
+            known_new=True,
+            flush=False,
+        )
+        if delivery.status in KF_COUNTED:
+            conv.replies_since += 1
+            conv.last_reply_at = p.at
+        return delivery
+
+    def _open_tasks(self, session: Session, senders: set[str]) -> dict[str, MassTask]:
+        """The run's tasks still being filled, per sender (same text and approval as this plan)."""
+        if not senders:
+            return {}
+        msg = self.prepared.message
+        stmt = (
+            select(MassTask)
+            .where(
+                MassTask.run_id == self.run_id,
+                MassTask.sender.in_(senders),
+                MassTask.status == MassTaskStatus.QUEUED,
+                MassTask.recipients < self.tasks.maximum,
+                MassTask.approval_id == msg.approval_id,
+                MassTask.text == msg.text,
+            )
+            .order_by(MassTask.id)
+        )
+        return {task.sender: task for task in session.scalars(stmt)}
+
+    def _new_task(self, sender: str) -> MassTask:
+        msg, at = self.prepared.message, self.prepared.at
+        return MassTask(
+            run_id=self.run_id,
+            sender=sender,
+            text=msg.text,
+            script_key=msg.script_key,
+            script_version=msg.script_version,
+            approval_id=msg.approval_id,
+            recipients=0,
+            status=MassTaskStatus.QUEUED,
+            fail_list=[],
+            reminders=0,
+            attempts=0,
+            next_check_at=NOT_DUE,
+            created_at=at,
+        )
+
+    def _mass_delivery(self, session: Session, m: AudienceMember, task: MassTask) -> dict[str, Any]:
+        """One customer of a mass-send task: a queued row the task (not the dispatcher) sends, ledgered."""
+        msg, at = self.prepared.message, self.prepared.at
+        assert self.run_id is not None
+        row = dict(
+            purpose_key=purpose_key(self.run_id, m.lead_id),
+            channel=Channel.MASS_TEMPLATE,
+            recipient=m.external_user_id,
+            sender=task.sender,
+            script_key=msg.script_key,
+            script_version=msg.script_version,
+            approval_id=msg.approval_id,
+            content_hash=msg.content_hash,
+            text=msg.text,
+            params={"mass_task_id": task.id, "run_id": self.run_id},
+            lint_verdict=msg.lint_verdict,
+            lexicon_version=msg.lexicon_version,
+            status=DeliveryStatus.QUEUED,
+            priority=100,
+            attempts=0,
+            created_at=at,
+            # Sent by its task, never by the delivery dispatcher: never due there, so a run of a
+            # million queued recipients stays out of the dispatcher's claim scan.
+            next_attempt_at=NOT_DUE,
+        )
+        ledgered = Delivery(**row)  # never added: the batch's rows are inserted together
+        record_in_ledger(session, ledgered, at)
+        row["ledger_seq"] = ledgered.ledger_seq
+        return row
+
+
+def _insert_ledger_entries(session: Session) -> None:
+    """Insert the ledger entries appended in this transaction so far as one executemany, in seq order.
+
+    The ledger adds its entries to the session; flushed by the ORM, a batch of them becomes one
+    multi-row statement that the PostgreSQL driver parses value by value (about 1 ms an entry).
+    """
+    entries = sorted((obj for obj in session.new if isinstance(obj, LedgerEntry)), key=lambda e: e.seq)
+    if not entries:
+        return
+    for entry in entries:
+        session.expunge(entry)
+    columns = [c.key for c in LedgerEntry.__table__.columns if c.key != "id"]
+    session.execute(insert(LedgerEntry), [{c: getattr(entry, c) for c in columns} for entry in entries])
+
+
+# --- entry points ------------------------------------------------------------------------------
+
+
+def counts_of(pairs: Mapping[tuple[str, str | None], int], tasks: int) -> dict[str, Any]:
+    """CampaignRun.counts from (channel, skip reason) tallies: per channel, per skip reason, tasks."""
+    counts: dict[str, Any] = {"recipients": sum(pairs.values()), "kf": 0, "mass": 0, "none": 0, "skipped": {}}
+    for (channel, reason), n in sorted(pairs.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+        counts[channel] = counts.get(channel, 0) + n
+        if reason:
+            counts["skipped"][reason] = counts["skipped"].get(reason, 0) + n
+    counts["mass_tasks"] = tasks
+    return counts
+
+
+def _stored_counts(session: Session, run_id: int) -> dict[str, Any]:
+    pairs = session.execute(
+        select(RunRecipient.channel, RunRecipient.skip_reason, func.count())
+        .where(RunRecipient.run_id == run_id)
+        .group_by(RunRecipient.channel, RunRecipient.skip_reason)
+    ).all()
+    tasks = session.scalar(select(func.count()).select_from(MassTask).where(MassTask.run_id == run_id)) or 0
+    return counts_of({(c, r): n for c, r, n in pairs}, int(tasks))
+
+
+def _stored_tasks(session: Session, run_id: int) -> list[TaskSummary]:
+    rows = session.execute(
+        select(MassTask.sender, MassTask.recipients).where(MassTask.run_id == run_id).order_by(MassTask.id)
+    )
+    return [TaskSummary(sender, n) for sender, n in rows]
+
+
+def load_plan(session: Session, run_id: int, with_recipients: bool = False) -> RunPlan:
+    """A run's plan as stored: status, reason, counts, tasks and (optionally) every recipient row."""
+    found = session.execute(
+        select(CampaignRun, Campaign.key)
+        .join(Campaign, Campaign.id == CampaignRun.campaign_id)
+        .where(CampaignRun.id == run_id)
+    ).first()
+    if found is None:
+        raise PlanError(f"no run {run_id}")
+    run, key = found
+    plan = RunPlan(key, run.occurrence, run.id, run.status, run.reason, counts=dict(run.counts or {}))
+    plan.tasks = _stored_tasks(session, run_id)
+    if with_recipients:
+        plan.recipients = list(_stored_recipients(session, run_id))
+    return plan
+
+
+def _stored_recipients(session: Session, run_id: int) -> Iterator[PlannedRecipient]:
+    rr, d = RunRecipient, Delivery
+    stmt = (
+        select(rr.lead_id, Lead.external_user_id, rr.channel, rr.skip_reason, d.sender, d.params)
+        .join(Lead, Lead.id == rr.lead_id)
+        .outerjoin(d, d.id == rr.delivery_id)
+        .where(rr.run_id == run_id)
+        .order_by(rr.lead_id)
+        .execution_options(yield_per=1000)
+    )
+    for lead_id, ext, channel, reason, sender, params in session.execute(stmt):
+        mass, kf = channel == RecipientChannel.MASS, channel == RecipientChannel.KF
+        open_kfid = (params or {}).get("open_kfid", "") if kf else ""
+        yield PlannedRecipient(lead_id, ext, channel, reason, (sender or "") if mass else "", open_kfid)
+
+
+@contextmanager
+def _locked_run(db: Database, run_id: int) -> Iterator[tuple[Session, CampaignRun]]:
+    """A transaction holding the run row's lock (PostgreSQL; SQLite's writes serialize anyway)."""
+    with db.transaction() as session:
+        run = session.scalars(select(CampaignRun).where(CampaignRun.id == run_id).with_for_update()).first()
+        if run is None:
+            raise PlanError(f"no run {run_id}")
+        yield session, run
+
+
+def plan_run(
+    db: Database,
+    settings: Settings,
+    run_id: int,
+    now: datetime | None = None,
+    dry_run: bool = False,
+    batch_size: int = BATCH_SIZE,
+    coordinator: Coordinator | None = None,
+) -> RunPlan:
+    """Plan a pending run once (a planned or skipped run is returned as stored); a crash resumes.
+
+    Messages go out at the occurrence, or now if that is later. With `dry_run` the same decisions
+    are taken and returned, recipient by recipient, and nothing is written. With `coordinator`
+    the senders are woken as soon as there is something to send.
+    """
+    now = now or utcnow()
+    if dry_run:
+        with db.read() as session:
+            found = session.execute(
+                select(CampaignRun, Campaign)
+                .join(Campaign, Campaign.id == CampaignRun.campaign_id)
+                .where(CampaignRun.id == run_id)
+            ).first()
+            if found is None:
+                raise PlanError(f"no run {run_id}")
+            run, campaign = found
+            if run.status != RunStatus.PENDING:
+                return load_plan(session, run_id, with_recipients=True)
+            occurrence = run.occurrence
+        return _dry(db, settings, campaign.id, occurrence, now, run_id, batch_size)
+
+    with _locked_run(db, run_id) as (session, run):
+        if run.status != RunStatus.PENDING:
+            return load_plan(session, run_id)
+        row = session.get(Campaign, run.campaign_id)
+        assert row is not None
+        at = max(run.occurrence, now)
+        prepared = _prepare(session, settings, row, run.occurrence, at, run_id)
+        if isinstance(prepared, _Stopped):
+            run.status, run.reason, run.planned_at = prepared.status, prepared.reason, now
+            run.counts = {}
+            return RunPlan(row.key, run.occurrence, run_id, run.status, run.reason, message=prepared.message)
+    planner = _Planner(settings, prepared, run_id, dry_run=False)
+    after_id = 0
+    while True:
+        with _locked_run(db, run_id) as (session, run):
+            if run.status != RunStatus.PENDING:  # another planner finished it meanwhile
+                return load_plan(session, run_id)
+            batch = fetch_batch(session, prepared.audience, after_id, batch_size)
+            if not batch:
+                break
+            queued_kf = planner.plan_real(session, batch)
+        if queued_kf and coordinator is not None:
+            coordinator.wake(OUTBOX_CHANNEL)
+        after_id = batch[-1].lead_id
+    with _locked_run(db, run_id) as (session, run):
+        if run.status != RunStatus.PENDING:
+            return load_plan(session, run_id)
+        counts = _stored_counts(session, run_id)
+        run.status, run.planned_at, run.counts, run.reason = RunStatus.PLANNED, now, counts, None
+        for task in session.scalars(
+            select(MassTask).where(MassTask.run_id == run_id, MassTask.next_check_at == NOT_DUE)
+        ):
+            task.next_check_at = prepared.at  # complete now: the task sender may create it
+        tasks = _stored_tasks(session, run_id)
+    if tasks and coordinator is not None:
+        coordinator.wake(MASS_CHANNEL)
+    return RunPlan(prepared.campaign_key, prepared.occurrence, run_id, RunStatus.PLANNED, None,
+                   message=prepared.message, counts=counts, tasks=tasks)  # fmt: skip
+
+
+def dry_run_campaign(
+    db: Database,
+    settings: Settings,
+    campaign_key: str,
+    occurrence: datetime,
+    now: datetime | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> RunPlan:
+    """Plan a hypothetical occurrence of a campaign, for review: every recipient, channel and the text."""
+    if occurrence.tzinfo is None:
+        raise ValueError("occurrence: pass an aware datetime")
+    with db.read() as session:
+        campaign_id = session.scalar(select(Campaign.id).where(Campaign.key == campaign_key))
+        if campaign_id is None:
+            raise PlanError(f"no campaign {campaign_key!r}")
+    return _dry(db, settings, campaign_id, occurrence, now or occurrence, None, batch_size)
+
+
+def _dry(
+    db: Database,
+    settings: Settings,
+    campaign_id: int,
+    occurrence: datetime,
+    now: datetime,
+    run_id: int | None,
+    batch_size: int,
+) -> RunPlan:
+    at = max(occurrence, now)
+    with db.read() as session:  # never committed: alerts raised while preparing are dropped
+        campaign = session.get(Campaign, campaign_id)
+        assert campaign is not None
+        key = campaign.key
+        prepared = _prepare(session, settings, campaign, occurrence, at, run_id)
+    if isinstance(prepared, _Stopped):
+        return RunPlan(key, occurrence, run_id, prepared.status, prepared.reason, dry_run=True,
+                       message=prepared.message)  # fmt: skip
+    planner = _Planner(settings, prepared, run_id, dry_run=True)
+    after_id = 0
+    while True:
+        with db.read() as session:
+            batch = fetch_batch(session, prepared.audience, after_id, batch_size)
+            if not batch:
+                break
+            planner.plan_dry(session, batch)
+        after_id = batch[-1].lead_id
+    return RunPlan(
+        prepared.campaign_key,
+        occurrence,
+        run_id,
+        RunStatus.PLANNED,
+        None,
+        dry_run=True,
+        message=prepared.message,
+        counts=counts_of(planner.counts, len(planner.tasks.summaries)),
+        tasks=list(planner.tasks.summaries),
+        recipients=planner.recipients,
+    )
