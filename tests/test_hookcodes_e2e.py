@@ -191,3 +191,40 @@ def test_tags_for_a_customer_without_a_relationship_are_given_up_not_retried(
         tag = session.scalars(select(LeadTag)).one()
         assert not tag.wecom_synced and tag.sync_error and tag.sync_error.split(":")[0] in {"84061", "40096"}
     assert syncer.sync().given_up == 0  # not tried again
+
+
+def test_a_corp_tag_recorded_meanwhile_by_another_process_does_not_stop_the_round(
+    services: Services, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.leads.tagsync import TagSyncer
+
+    services.settings = services.settings.replace(
+        wecom={"api_base_url": sim.base_url, "agent_secret": sim.config.secrets["agent"],
+               "contact_secret": sim.config.secrets["contact"]}
+    )  # fmt: skip
+    way = services.client.post(
+        "externalcontact/add_contact_way", {"type": 1, "scene": 2, "user": ["zhangsan"]}, app="contact"
+    )
+    sim.customer_scans(way["config_id"], "wmRACE")  # a live relationship to mark the tag on
+    with services.db.transaction() as session:
+        lead = Lead(external_user_id="wmRACE", owner_userid="zhangsan")
+        session.add(lead)
+        session.flush()
+        session.add(LeadTag(lead_id=lead.id, name="platform:douyin"))
+    client = services.client
+    real_post = client.post
+
+    def post_while_another_process_records_the_tag(api: str, payload: dict, app: str = "agent") -> dict:  # type: ignore[type-arg]
+        result = real_post(api, payload, app=app)
+        if api == "externalcontact/add_corp_tag":
+            tag = result["tag_group"]["tag"][0]
+            with services.db.transaction() as session:
+                session.add(
+                    CorpTag(local_name="platform:douyin", group_name=result["tag_group"]["group_name"],
+                            tag_name=tag["name"], wecom_tag_id=str(tag["id"]))
+                )  # fmt: skip
+        return result
+
+    monkeypatch.setattr(client, "post", post_while_another_process_records_the_tag)
+    report = TagSyncer(services.db, services.coordinator, client).sync()
+    assert (report.marked, report.given_up, report.retry_later) == (1, 0, 0)

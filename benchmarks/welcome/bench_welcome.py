@@ -20,13 +20,13 @@ import argparse
 import contextlib
 import ctypes
 import datetime as dt
+import hashlib
 import http.client
 import json
 import math
 import multiprocessing as mp
 import os
 import platform
-import queue
 import re
 import secrets
 import signal
@@ -41,7 +41,6 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from multiprocessing.queues import Queue
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -151,7 +150,9 @@ def simulator_main(conn: Connection, aes_key: str, senders: int) -> None:
     try:
         while True:
             command = conn.recv()
-            if command == "count":
+            if isinstance(command, tuple) and command[0] == "burst":
+                conn.send(scan_schedule(sim, command[1], command[2]))
+            elif command == "count":
                 conn.send(len(sim.welcomes))
             elif command == "results":
                 conn.send(sim.results())
@@ -230,85 +231,36 @@ class Scan:
     error: str
 
 
-def _lane(port: int, config_id: str, jobs: Sequence[tuple[str, float]], out: list[Scan]) -> None:
-    """One client thread: at each scheduled time, POST one customer_scans control."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    headers = {"Content-Type": "application/json"}
-    for external_userid, at in jobs:
+def scan_schedule(sim: Simulator, config_id: str, schedule: Sequence[tuple[str, float]]) -> list[Scan]:
+    """In the simulator process: at each scheduled time a customer scans the QR; record each scan.
+
+    Generating the load inside the simulator keeps client processes and their HTTP requests off
+    the machine's two cores: they are not part of what is measured.
+    """
+    out: list[Scan] = []
+    for external_userid, at in schedule:
         delay = at - time.time()
         if delay > 0:
             time.sleep(delay)
         started = time.time()
         error = ""
         try:
-            body = json.dumps({"target": config_id, "external_userid": external_userid, "name": "客户"})
-            conn.request("POST", "/_sim/customer_scans", body, headers)
-            response = conn.getresponse()
-            data = json.loads(response.read() or b"{}")
-            if response.status != 200 or not data.get("welcome_code"):
-                error = f"HTTP {response.status}: {str(data)[:80]}"
-        except (OSError, http.client.HTTPException, ValueError) as exc:
+            if not sim.customer_scans(config_id, external_userid, name="客户").welcome_code:
+                error = "no welcome code"
+        except Exception as exc:  # recorded per scan, reported in the table
             error = f"{type(exc).__name__}: {exc}"
-            conn.close()
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         out.append(Scan(external_userid, at, started, time.time(), error))
-    conn.close()
+    return out
 
 
-def client_main(
-    port: int, config_id: str, jobs: Sequence[tuple[str, float]], lanes: int, out: Queue[list[Scan]]
-) -> None:
-    """Client process: run `lanes` threads over its share of the schedule, report every scan."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent()
-    results: list[list[Scan]] = [[] for _ in range(lanes)]
-    threads = [
-        threading.Thread(target=_lane, args=(port, config_id, jobs[i::lanes], results[i]), daemon=True)
-        for i in range(lanes)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    out.put([s for r in results for s in r])
-
-
-def burst(
-    sim: SimProcess, config_id: str, ids: Sequence[str], rate: float, procs: int, lanes: int
-) -> list[Scan]:
-    """Scan `ids` at `rate` per second from `procs` processes × `lanes` threads; return every scan."""
-    ctx = mp.get_context("fork")
+def burst(sim: SimProcess, config_id: str, ids: Sequence[str], rate: float) -> list[Scan]:
+    """Scan `ids` at `rate` per second on a fixed schedule (run inside the simulator); return every scan."""
     start = time.time() + 0.5
     schedule = [(ext, start + i / rate) for i, ext in enumerate(ids)]
-    out: Queue[list[Scan]] = ctx.Queue()
-    children = [
-        ctx.Process(
-            target=client_main,
-            args=(sim.port, config_id, schedule[k::procs], lanes, out),
-            name=f"bench-client-{k}",
-            daemon=True,
-        )
-        for k in range(procs)
-    ]
-    scans: list[Scan] = []
-    try:
-        for child in children:
-            child.start()
-        deadline = time.monotonic() + len(ids) / rate + 60
-        got = 0
-        while got < procs:
-            if time.monotonic() > deadline:
-                raise RuntimeError("load clients did not finish in time")
-            with contextlib.suppress(queue.Empty):
-                scans.extend(out.get(timeout=1.0))
-                got += 1
-        for child in children:
-            child.join(timeout=10)
-    finally:
-        for child in children:
-            if child.is_alive():
-                child.terminate()
-                child.join(timeout=5)
+    sim.conn.send(("burst", config_id, schedule))
+    if not sim.conn.poll(len(ids) / rate + 60):
+        raise RuntimeError("the simulator did not finish the scans in time")
+    scans: list[Scan] = sim.conn.recv()
     return scans
 
 
@@ -678,7 +630,7 @@ def run_phase(args: argparse.Namespace, name: str, url: str, redis_url: str, log
         pids = {"simulator": sim.proc.pid or 0}
         before = cpu_seconds(groups, pids)
         t0 = time.monotonic()
-        scans = burst(sim, config_id, ids, args.rate, args.clients, args.lanes)
+        scans = burst(sim, config_id, ids, args.rate)
         burst_s = time.monotonic() - t0
         target = len(warm) + len(ids)
         drain_deadline = time.monotonic() + WINDOW_S + 5
@@ -786,6 +738,18 @@ def summarize(ph: PhaseResult) -> Summary:
     )
 
 
+def cpu_probe() -> float:
+    """Seconds one core takes for a fixed pure-Python workload: this VM's speed varies run to run."""
+    started = time.process_time()
+    digest = b"x" * 64
+    for _ in range(200_000):
+        digest = hashlib.sha256(digest).digest()
+    total = 0
+    for i in range(2_000_000):
+        total += i * i
+    return time.process_time() - started
+
+
 def machine_facts(pg_url: str, redis_url: str) -> dict[str, str]:
     """CPU, Python, gunicorn, PostgreSQL and Redis versions, load average."""
     import gunicorn
@@ -817,6 +781,7 @@ def machine_facts(pg_url: str, redis_url: str) -> dict[str, str]:
 
     facts["sqlite"] = sqlite3.sqlite_version
     facts["loadavg_before"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    facts["probe_before"] = f"{cpu_probe():.2f}"
     return facts
 
 
@@ -841,11 +806,14 @@ def render(
         f"Machine: {facts['nproc']} CPUs ({facts.get('cpu', '?')}), Python {facts['python']}, gunicorn "
         f"{facts['gunicorn']}, PostgreSQL {facts['postgresql']} (synchronous_commit="
         f"{facts['synchronous_commit']}), Redis {facts['redis']}, SQLite {facts['sqlite']}; load average "
-        f"before {facts['loadavg_before']}, after {facts['loadavg_after']}. Everything on 127.0.0.1.",
+        f"before {facts['loadavg_before']}, after {facts['loadavg_after']}; CPU probe (a fixed "
+        f"single-core workload, lower is faster) {facts['probe_before']} s "
+        f"before, {facts['probe_after']} s after. Everything on 127.0.0.1.",
         "",
         f"Workload per setup: {int(args.rate * args.seconds)} customers scan a 「联系我」 QR of hook code "
-        f"{HOOK_CODE} at {args.rate:g} adds/s for {args.seconds:g} s (`POST /_sim/customer_scans` from "
-        f"{args.clients} client processes × {args.lanes} threads, on a fixed schedule), after "
+        f"{HOOK_CODE} at {args.rate:g} adds/s for {args.seconds:g} s (the simulator's `customer_scans`, "
+        "called on a fixed schedule inside the simulator process, so no load clients compete for the "
+        "CPUs), after "
         f"{args.warmup} unmeasured warm-up adds. The simulator (own process, "
         f"`bot.wecom.simulator.Simulator` subclassed only to timestamp and to POST callbacks from "
         f"{args.sim_senders} threads in parallel, as WeCom does, instead of one at a time) raises "
@@ -975,8 +943,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=200.0, help="adds per second during the burst")
     p.add_argument("--seconds", type=float, default=10.0, help="burst length")
     p.add_argument("--warmup", type=int, default=10, help="unmeasured adds before the burst")
-    p.add_argument("--clients", type=int, default=4, help="load client processes")
-    p.add_argument("--lanes", type=int, default=8, help="threads per client process")
     p.add_argument("--sim-senders", type=int, default=32, help="simulator threads POSTing callbacks")
     p.add_argument("--web-workers", type=int, default=2, help="production: gunicorn processes")
     p.add_argument("--web-threads", type=int, default=4, help="production: gunicorn threads per process")
@@ -993,8 +959,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=int, default=175, help="abort (and clean up) after this many seconds")
     p.add_argument("--no-docs", action="store_true", help="do not write docs/BENCHMARKS.md")
     args = p.parse_args(argv)
-    if args.rate <= 0 or args.seconds <= 0 or args.clients < 1 or args.lanes < 1:
-        p.error("need positive --rate, --seconds, --clients and --lanes")
+    if args.rate <= 0 or args.seconds <= 0:
+        p.error("need positive --rate and --seconds")
     return args
 
 
@@ -1027,6 +993,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{_ms(s.q(s.e2e, 100))} ms; statuses {dict(s.statuses)}; errcodes {dict(s.errcodes)}"
         )
     facts["loadavg_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    facts["probe_after"] = f"{cpu_probe():.2f}"
     sums = [summarize(ph) for ph in phases]
     body = render(args, command, facts, phases, sums)
     print()

@@ -8,6 +8,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from bot.coordination import Coordinator
 from bot.db import Database
@@ -61,11 +62,14 @@ class TagSyncer:
             "externalcontact/add_corp_tag", {"group_name": group, "tag": [{"name": name}]}, app="contact"
         )
         tag_id = next(str(t["id"]) for t in result["tag_group"]["tag"] if t["name"] == name)
-        with self.db.transaction() as session:
-            if session.get(CorpTag, local_name) is None:
-                session.add(
-                    CorpTag(local_name=local_name, group_name=group, tag_name=name, wecom_tag_id=tag_id)
-                )
+        try:
+            with self.db.transaction() as session:
+                if session.get(CorpTag, local_name) is None:
+                    session.add(
+                        CorpTag(local_name=local_name, group_name=group, tag_name=name, wecom_tag_id=tag_id)
+                    )
+        except IntegrityError:
+            pass  # another process recorded it at the same moment (WeCom answered both with this id)
         known[local_name] = tag_id
         return tag_id
 
