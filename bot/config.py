@@ -135,6 +135,100 @@ class SchedulerSettings:
     lookback_h: int = 24
 
 
+SCORE_KINDS = ("subscribed", "replied", "registered", "attended", "clicked", "intent")
+
+
+@dataclass(frozen=True)
+class ScoringSettings:
+    """Lead scoring: points and caps per event kind, decay, the fit part and what qualifies a lead."""
+
+    points_subscribed: int = 5
+    points_replied: int = 3
+    points_registered: int = 20
+    points_attended: int = 30
+    points_clicked: int = 5
+    points_intent: int = 25
+    cap_subscribed: int = 5
+    cap_replied: int = 15
+    cap_registered: int = 40
+    cap_attended: int = 60
+    cap_clicked: int = 15
+    cap_intent: int = 50
+    half_life_days: float = 14.0
+    # "platform=points"; platforms not listed score 0.
+    fit_platform_points: tuple[str, ...] = (
+        "wechat_official_account=10",
+        "xiaohongshu=8",
+        "zhihu=8",
+        "douyin=5",
+        "bilibili=5",
+        "channels=5",
+        "kuaishou=3",
+        "weibo=3",
+        "offline=10",
+    )
+    # "declared experience=points" (e.g. "over_3y=10"); used once leads declare their experience.
+    fit_experience_points: tuple[str, ...] = ("none=0", "under_1y=3", "1_3y=6", "over_3y=10")
+    cap_fit: int = 20
+    qualify_threshold: int = 60
+    # Intents (open_account…) or intent keywords (开户…) that qualify a lead at once.
+    qualify_intents: tuple[str, ...] = ("开户", "两融", "佣金")
+
+    def points(self, kind: str) -> int:
+        """Points one event of this kind is awarded (fit events take theirs from the fit tables)."""
+        value: int = getattr(self, f"points_{kind}")
+        return value
+
+    def cap(self, kind: str) -> int:
+        """Most points all events of this kind may add up to, after decay."""
+        value: int = getattr(self, f"cap_{kind}")
+        return value
+
+    def platform_points(self) -> dict[str, int]:
+        """Fit points per platform, parsed from fit_platform_points."""
+        return _pairs("scoring.fit_platform_points", self.fit_platform_points)
+
+    def experience_points(self) -> dict[str, int]:
+        """Fit points per declared experience, parsed from fit_experience_points."""
+        return _pairs("scoring.fit_experience_points", self.fit_experience_points)
+
+    def instant_intents(self) -> frozenset[str]:
+        """The intents that qualify at once, with keywords resolved to their intent."""
+        from bot.kf.keywords import INTENTS
+
+        resolved: set[str] = set()
+        for item in self.qualify_intents:
+            if item in INTENTS:
+                resolved.add(item)
+                continue
+            intent = next((name for name, words in INTENTS.items() if item in words), None)
+            if intent is None:
+                known = ", ".join(sorted(INTENTS))
+                raise ConfigError(
+                    f"scoring.qualify_intents: {item!r} is neither an intent ({known})"
+                    " nor one of their keywords"
+                )
+            resolved.add(intent)
+        return frozenset(resolved)
+
+
+def _pairs(where: str, items: tuple[str, ...]) -> dict[str, int]:
+    parsed: dict[str, int] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        try:
+            points = int(value)
+        except ValueError:
+            points = -1
+        if not sep or not name or points < 0:
+            raise ConfigError(f"{where}: expected name=points with points >= 0, got {item!r}")
+        if name in parsed:
+            raise ConfigError(f"{where}: {name!r} is listed twice")
+        parsed[name] = points
+    return parsed
+
+
 @dataclass(frozen=True)
 class Settings:
     """All settings of one deployment."""
@@ -147,6 +241,7 @@ class Settings:
     compliance: ComplianceSettings = field(default_factory=ComplianceSettings)
     campaigns: CampaignSettings = field(default_factory=CampaignSettings)
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    scoring: ScoringSettings = field(default_factory=ScoringSettings)
 
     def replace(self, **sections: Mapping[str, Any]) -> Settings:
         """Return a copy with some keys of some sections changed (used by tests and commands)."""
@@ -236,6 +331,26 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(message)
     _validate_campaigns(settings.campaigns)
     _validate_scheduler(settings.scheduler)
+    _validate_scoring(settings.scoring)
+
+
+def _validate_scoring(s: ScoringSettings) -> None:
+    for kind in SCORE_KINDS:
+        if s.points(kind) < 0 or s.cap(kind) < 0:
+            raise ConfigError(f"scoring.points_{kind}/cap_{kind}: must be 0 or more")
+    if s.cap_fit < 0:
+        raise ConfigError("scoring.cap_fit: must be 0 or more")
+    if s.half_life_days < 0:
+        raise ConfigError("scoring.half_life_days: must be 0 (no decay) or more days")
+    if s.qualify_threshold < 1:
+        raise ConfigError("scoring.qualify_threshold: must be at least 1")
+    from models.leads import Platform
+
+    unknown = sorted(set(s.platform_points()) - {p.value for p in Platform})
+    if unknown:
+        raise ConfigError(f"scoring.fit_platform_points: unknown platform {', '.join(unknown)}")
+    s.experience_points()
+    s.instant_intents()
 
 
 def _validate_scheduler(s: SchedulerSettings) -> None:

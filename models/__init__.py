@@ -26,6 +26,7 @@ from models.inbox import EventStatus, InboundEvent
 from models.kf import InboundRiskHit, IntentSignal, KfConversation, KfCursor
 from models.leads import PLATFORM_NAMES, CorpTag, HookCode, Lead, LeadTag, LeadTouch, Member, Platform
 from models.ledger import LedgerEntry
+from models.scoring import ScoreEvent, ScoreKind, StageChange
 from models.scripts import Approval, Audience, Script, ScriptKind, ScriptVersion, VersionStatus
 from models.users import Role, User
 
@@ -71,9 +72,12 @@ __all__ = [
     "RunRecipient",
     "RunStatus",
     "ScheduleKind",
+    "ScoreEvent",
+    "ScoreKind",
     "Script",
     "ScriptKind",
     "ScriptVersion",
+    "StageChange",
     "Switch",
     "User",
     "VersionStatus",

@@ -1,4 +1,5 @@
-"""A lead's timeline: every inbound message and event, touch, tag, course and outbound message, in order."""
+"""A lead's timeline: every inbound message and event, touch, tag, course, score event, stage change and
+outbound message, in order."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from bot.leads.masking import mask
+from bot.leads.scoring import label
 from models.audit import AuditEntry
 from models.campaigns import Course, CourseAttendance, CourseRegistration
 from models.deliveries import Delivery
 from models.inbox import InboundEvent
 from models.leads import Lead, LeadTag, LeadTouch
+from models.scoring import ScoreEvent, StageChange
 
 
 @dataclass(frozen=True)
@@ -21,7 +24,7 @@ class TimelineItem:
     """One thing that happened to a lead."""
 
     at: datetime
-    kind: str  # inbound | touch | tag | course | outbound | audit
+    kind: str  # inbound | touch | tag | course | score | stage | outbound | audit
     summary: str
 
 
@@ -72,6 +75,12 @@ def timeline(session: Session, external_user_id: str, limit: int = 500) -> list[
         ):
             summary = f"attended course {course.key} 《{course.title}》 for {seen.minutes} min"
             items.append(TimelineItem(course.starts_at, "course", summary))
+        for scored in session.scalars(select(ScoreEvent).where(ScoreEvent.lead_id == lead.id)):
+            summary = f"+{scored.points} {label(scored.kind, scored.detail)} ({scored.kind})"
+            items.append(TimelineItem(scored.at, "score", summary))
+        for change in session.scalars(select(StageChange).where(StageChange.lead_id == lead.id)):
+            summary = f"stage {change.from_stage} → {change.to_stage} by {change.actor}: {change.reason}"
+            items.append(TimelineItem(change.at, "stage", summary))
     for d in session.scalars(
         select(Delivery).where(Delivery.recipient == external_user_id).order_by(Delivery.id).limit(limit)
     ):

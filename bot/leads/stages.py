@@ -1,0 +1,99 @@
+"""Lead stages: new → engaged → nurtured → qualified → handed_off → accepted → converted, plus lost and
+opted_out from anywhere; only allowed transitions happen, each recorded as a StageChange and audited."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from models.audit import AuditEntry
+from models.leads import Lead
+from models.scoring import StageChange
+
+
+class Stage(enum.StrEnum):
+    """Where a lead is on its way from first contact to a converted customer."""
+
+    NEW = "new"
+    ENGAGED = "engaged"
+    NURTURED = "nurtured"
+    QUALIFIED = "qualified"
+    HANDED_OFF = "handed_off"
+    ACCEPTED = "accepted"
+    CONVERTED = "converted"
+    LOST = "lost"
+    OPTED_OUT = "opted_out"
+
+
+# Reachable from every other stage.
+ANYWHERE = frozenset({Stage.LOST, Stage.OPTED_OUT})
+
+# Forward moves may skip nurture steps (a new lead asking "怎么开户" is qualified at once);
+# a declined or timed-out handoff goes back to qualified; lost and opted-out leads can come back.
+_FORWARD: dict[Stage, frozenset[Stage]] = {
+    Stage.NEW: frozenset({Stage.ENGAGED, Stage.NURTURED, Stage.QUALIFIED}),
+    Stage.ENGAGED: frozenset({Stage.NURTURED, Stage.QUALIFIED}),
+    Stage.NURTURED: frozenset({Stage.QUALIFIED}),
+    Stage.QUALIFIED: frozenset({Stage.HANDED_OFF}),
+    Stage.HANDED_OFF: frozenset({Stage.ACCEPTED, Stage.QUALIFIED}),
+    Stage.ACCEPTED: frozenset({Stage.CONVERTED}),
+    Stage.CONVERTED: frozenset(),
+    Stage.LOST: frozenset({Stage.ENGAGED, Stage.NURTURED}),
+    Stage.OPTED_OUT: frozenset({Stage.ENGAGED}),
+}
+
+ALLOWED: dict[Stage, frozenset[Stage]] = {
+    stage: frozenset(targets | (ANYWHERE - {stage})) for stage, targets in _FORWARD.items()
+}
+
+
+class StageError(ValueError):
+    """A stage change that is not allowed (or names an unknown stage); nothing was changed."""
+
+
+def _stage(value: str, what: str) -> Stage:
+    try:
+        return Stage(value)
+    except ValueError:
+        known = ", ".join(s.value for s in Stage)
+        raise StageError(f"unknown {what} stage {value!r} (known: {known})") from None
+
+
+def allowed(from_stage: str, to_stage: str) -> bool:
+    """Whether a lead may move between these two stages."""
+    try:
+        return Stage(to_stage) in ALLOWED[Stage(from_stage)]
+    except ValueError:
+        return False
+
+
+def transition(session: Session, lead: Lead, to: str, actor: str, reason: str, now: datetime) -> StageChange:
+    """Move the lead to `to` if allowed, recording a StageChange and an audit entry; else StageError."""
+    current = _stage(lead.stage, "current")
+    target = _stage(to, "target")
+    if current == target:
+        raise StageError(f"lead {lead.id} is already {current.value}")
+    if target not in ALLOWED[current]:
+        options = ", ".join(sorted(s.value for s in ALLOWED[current])) or "none"
+        raise StageError(
+            f"lead {lead.id} cannot move from {current.value} to {target.value} (allowed: {options})"
+        )
+    lead.stage = target.value
+    lead.updated_at = now
+    change = StageChange(
+        lead_id=lead.id, from_stage=current.value, to_stage=target.value, at=now, actor=actor, reason=reason
+    )
+    session.add(change)
+    session.add(
+        AuditEntry(
+            at=now,
+            actor=actor,
+            action="lead.stage",
+            target=f"lead:{lead.external_user_id}",
+            detail={"from": current.value, "to": target.value, "reason": reason},
+        )
+    )
+    session.flush()
+    return change
