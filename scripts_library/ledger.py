@@ -10,12 +10,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple, TextIO
+from typing import Any, Literal, NamedTuple, TextIO, cast
 
-from sqlalchemy import ColumnElement, RowMapping, and_, event, select, text
+from sqlalchemy import ColumnElement, RowMapping, Table, and_, event, insert, select, text
 from sqlalchemy.orm import Session, SessionTransaction, aliased
 
 from models.base import utcnow
@@ -75,10 +75,14 @@ def _plain(value: Any) -> Any:
     return format_time(value) if isinstance(value, datetime) else value
 
 
+_SORTED_FIELDS = tuple(sorted(HASHED_FIELDS))
+# Built once (json.dumps with options builds an encoder per call); keys are handed over sorted.
+_CANONICAL = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def canonical_json(fields: Mapping[Any, Any]) -> str:
     """The canonical JSON of an entry's hashed fields (sorted keys, compact, UTF-8 text)."""
-    data = {name: _plain(fields[name]) for name in HASHED_FIELDS}
-    return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return _CANONICAL.encode({name: _plain(fields[name]) for name in _SORTED_FIELDS})
 
 
 def compute_hash(prev_hash: str, fields: Mapping[Any, Any]) -> str:
@@ -160,6 +164,59 @@ def append_message(
             "detail": detail,
         },
     )
+
+
+# What one message of `append_messages` must and may carry (the rest of its row is the ledger's).
+MESSAGE_REQUIRED: frozenset[str] = frozenset(
+    (
+        "recipient",
+        "sender",
+        "channel",
+        "script_key",
+        "script_version",
+        "content_hash",
+        "approval_id",
+        "rendered_text",
+        "lint_verdict",
+        "lexicon_version",
+    )
+)
+MESSAGE_OPTIONAL: dict[str, str] = {"wecom_id": "", "outcome": "queued", "detail": ""}
+
+
+def append_messages(
+    session: Session, messages: Sequence[Mapping[str, Any]], now: datetime | None = None
+) -> list[int]:
+    """Append many outbound messages as one INSERT (mass sends) and return their seqs, in order.
+
+    Each message carries `append_message`'s fields. The chain continues from this transaction's
+    head, ORM-pending appends included, and the next append of either kind continues after it.
+    """
+    allowed = MESSAGE_REQUIRED | MESSAGE_OPTIONAL.keys()
+    for i, message in enumerate(messages):  # all checked before anything is written
+        missing, unknown = sorted(MESSAGE_REQUIRED - message.keys()), sorted(message.keys() - allowed)
+        if missing or unknown:
+            wrong = [f"missing {missing}"] * bool(missing) + [f"unknown {unknown}"] * bool(unknown)
+            raise LedgerError(f"message {i}: {', '.join(wrong)}")
+    if not messages:
+        return []
+    recorded_at = now or utcnow()
+    stamp = format_time(recorded_at)  # hashed as text: formatted once, not per row
+    if _HEAD not in session.info:
+        session.flush()  # appends still pending in the session are part of the head read below
+    head, prev_hash = _head(session)
+    first = head + 1
+    rows: list[dict[str, Any]] = []
+    for seq, message in enumerate(messages, start=first):
+        fields = {**MESSAGE_OPTIONAL, **message, "seq": seq, "entry_type": MESSAGE, "ref_seq": None}
+        entry_hash = compute_hash(prev_hash, {**fields, "recorded_at": stamp})
+        rows.append({**fields, "recorded_at": recorded_at, "prev_hash": prev_hash, "entry_hash": entry_hash})
+        prev_hash = entry_hash
+    # Core, no RETURNING: a plain executemany whose one statement the driver prepares once.
+    session.execute(insert(cast(Table, LedgerEntry.__table__)), rows)
+    last = first + len(rows) - 1
+    session.info[_HEAD] = (last, prev_hash)
+    return list(range(first, last + 1))
 
 
 def append_outcome(

@@ -26,6 +26,7 @@ from scripts_library.ledger import (
     HASHED_FIELDS,
     LedgerError,
     append_message,
+    append_messages,
     append_outcome,
     compute_hash,
     export,
@@ -333,3 +334,92 @@ def test_many_appends_in_one_transaction_and_a_rolled_back_savepoint_keep_one_ch
         assert texts == [f"批内第 {i} 条" for i in range(5)] + ["回滚之后"]
         result = verify(session)
         assert result.ok and result.count == 6
+
+
+def bulk_fields(text: str, recipient: str = "wm_customer_1") -> dict[str, Any]:
+    return {
+        "recipient": recipient,
+        "sender": "sales.zhang",
+        "channel": "mass_template",
+        "script_key": "morning.report",
+        "script_version": 2,
+        "content_hash": hashlib.sha256(text.encode()).hexdigest(),
+        "approval_id": 9,
+        "rendered_text": text,
+        "lint_verdict": "pass",
+        "lexicon_version": "2026.11",
+    }
+
+
+def test_a_bulk_append_writes_exactly_the_rows_single_appends_would(db: Database) -> None:
+    texts = ["早报一", "早报二", "早报三"]
+    with db.transaction() as session:
+        message(session, "之前的一条", now=T0)
+        savepoint = session.begin_nested()
+        singles = [
+            append_message(session, **bulk_fields(t, f"wm_{i}"), detail=f"delivery run:1:{i}", now=T0)
+            for i, t in enumerate(texts)
+        ]
+        session.flush()
+        expected = [(e.seq, e.prev_hash, e.entry_hash) for e in singles]
+        savepoint.rollback()
+        seqs = append_messages(
+            session,
+            [{**bulk_fields(t, f"wm_{i}"), "detail": f"delivery run:1:{i}"} for i, t in enumerate(texts)],
+            now=T0,
+        )
+        assert seqs == [2, 3, 4]
+    with db.transaction() as session:
+        rows = session.scalars(select(LedgerEntry).where(LedgerEntry.seq > 1).order_by(LedgerEntry.seq)).all()
+        assert [(e.seq, e.prev_hash, e.entry_hash) for e in rows] == expected
+        assert [(e.outcome, e.recipient, e.recorded_at) for e in rows] == [
+            ("queued", f"wm_{i}", T0) for i in range(3)
+        ]
+        assert verify(session).ok
+
+
+def test_bulk_and_single_appends_interleave_in_one_transaction_without_sharing_a_seq(db: Database) -> None:
+    with db.transaction() as session:
+        pending = message(session, "单条，尚未写入")  # added to the session, not flushed
+        first = append_messages(session, [bulk_fields("批量一"), bulk_fields("批量二")], now=T0)
+        middle = message(session, "单条，批量之后")
+        outcome = append_outcome(session, first[1], "sent", now=T0)
+        second = append_messages(session, [bulk_fields("批量三")], now=T0)
+        assert (pending.seq, first, middle.seq, outcome.seq, second) == (1, [2, 3], 4, 5, [6])
+    with db.transaction() as session:
+        later = append_messages(session, [bulk_fields("下一个事务")], now=T0)  # head read from the table
+        assert later == [7]
+    with db.transaction() as session:
+        rows = session.scalars(select(LedgerEntry).order_by(LedgerEntry.seq)).all()
+        assert [e.seq for e in rows] == list(range(1, 8))
+        assert rows[4].ref_seq == 3 and rows[4].recipient == "wm_customer_1"
+        result = verify(session)
+        assert result.ok and result.count == 7
+
+
+def test_a_bulk_append_in_a_rolled_back_savepoint_leaves_no_gap(db: Database) -> None:
+    with db.transaction() as session:
+        append_messages(session, [bulk_fields("保留一")], now=T0)
+        savepoint = session.begin_nested()
+        assert append_messages(session, [bulk_fields("回滚一"), bulk_fields("回滚二")], now=T0) == [2, 3]
+        savepoint.rollback()
+        after = message(session, "回滚之后")
+        assert append_messages(session, [bulk_fields("再批量")], now=T0) == [3]
+        assert after.seq == 2
+    with db.transaction() as session:
+        texts = session.scalars(select(LedgerEntry.rendered_text).order_by(LedgerEntry.seq)).all()
+        assert texts == ["保留一", "回滚之后", "再批量"]
+        assert verify(session).ok
+
+
+def test_a_bulk_append_with_a_bad_message_writes_nothing(db: Database) -> None:
+    with db.transaction() as session:
+        assert append_messages(session, [], now=T0) == []
+        bad = {**bulk_fields("缺渠道"), "colour": "red"}
+        del bad["channel"]
+        with pytest.raises(LedgerError, match=r"message 1: missing \['channel'\], unknown \['colour'\]"):
+            append_messages(session, [bulk_fields("好的"), bad], now=T0)
+        with pytest.raises(LedgerError, match="naive"):
+            append_messages(session, [bulk_fields("无时区")], now=datetime(2026, 1, 1))
+    with db.transaction() as session:
+        assert session.scalars(select(LedgerEntry)).all() == []

@@ -14,14 +14,15 @@ import enum
 import io
 import json
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, TextIO
 
-from sqlalchemy import ColumnElement, String, and_, case, cast, func, insert, literal, select
+from sqlalchemy import JSON, ColumnElement, String, Table, and_, case, cast, func, insert, literal, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from bot.campaigns.audience import BATCH_SIZE, AudienceError, AudienceFilter, AudienceMember, fetch_batch
 from bot.campaigns.controls import SENDING, switch_state
@@ -29,13 +30,13 @@ from bot.campaigns.masssend import MASS_CHANNEL
 from bot.config import CampaignSettings, Settings
 from bot.coordination import Coordinator
 from bot.db import Database
-from bot.delivery.outbox import OUTBOX_CHANNEL, enqueue, record_in_ledger
+from bot.delivery.outbox import OUTBOX_CHANNEL, enqueue
 from bot.kf.replies import COUNTED as KF_COUNTED
 from bot.kf.replies import WINDOW as KF_WINDOW
 from bot.kf.replies import refusal as kf_refusal
 from bot.trading_calendar import SHANGHAI, TradingCalendar
 from models.alerts import Alert
-from models.base import utcnow
+from models.base import Base, utcnow
 from models.campaigns import (
     Campaign,
     CampaignKind,
@@ -53,8 +54,8 @@ from models.contacts import ContactRelation, RelationStatus
 from models.deliveries import Channel, Delivery, DeliveryStatus
 from models.kf import KfConversation
 from models.leads import Lead
-from models.ledger import LedgerEntry
 from models.scripts import ScriptKind
+from scripts_library import ledger
 from scripts_library.catalogue import MessageBlocked, NotSendable, compose, policy_from_settings, sendable
 from scripts_library.rendering import RenderError
 
@@ -232,37 +233,35 @@ def _start(day: date) -> datetime:
 
 
 def cap_usage(
-    session: Session, leads: ColumnElement[bool], windows: CapWindows, run_id: int | None = None
+    session: Session, recipients: Collection[str], windows: CapWindows, run_id: int | None = None
 ) -> dict[str, tuple[int, int, int]]:
-    """Campaign messages queued or sent to each matching lead in the day, week and month (one query).
+    """Campaign messages queued or sent to each of `recipients` in the day, week and month (one query).
 
     Messages of run `run_id` itself are not counted, so a dry run of a run half planned before a
-    crash decides as the resumed run will.
+    crash decides as the resumed run will. Only the recipient index can serve the query: a plan
+    through the status index looks cheap on stale statistics (a run's own queued rows) but scans
+    every queued delivery, for each batch.
     """
+    if not recipients:
+        return {}
     d = Delivery
     own = [d.purpose_key.not_like(f"{PURPOSE_PREFIX}{run_id}:%")] if run_id is not None else []
     lo = min(windows.week[0], windows.month[0])
     hi = max(windows.week[1], windows.month[1])
+    counted = and_(d.purpose_key.like(f"{PURPOSE_PREFIX}%"), d.status.in_(CAP_COUNTED))
 
     def within(bounds: tuple[datetime, datetime]) -> Any:
         return func.sum(
-            case((d.created_at >= bounds[0], case((d.created_at < bounds[1], 1), else_=0)), else_=0)
+            case((and_(counted, d.created_at >= bounds[0], d.created_at < bounds[1]), 1), else_=0)
         )
 
     stmt = (
-        select(Lead.external_user_id, within(windows.day), within(windows.week), within(windows.month))
-        .join(d, d.recipient == Lead.external_user_id)
-        .where(
-            leads,
-            d.purpose_key.like(f"{PURPOSE_PREFIX}%"),
-            d.status.in_(CAP_COUNTED),
-            d.created_at >= lo,
-            d.created_at < hi,
-            *own,
-        )
-        .group_by(Lead.external_user_id)
+        select(d.recipient, within(windows.day), within(windows.week), within(windows.month))
+        .where(d.recipient.in_(recipients), d.created_at >= lo, d.created_at < hi, *own)
+        .group_by(d.recipient)
     )
-    return {r: (int(a or 0), int(b or 0), int(c or 0)) for r, a, b, c in session.execute(stmt)}
+    usage = {r: (int(a or 0), int(b or 0), int(c or 0)) for r, a, b, c in session.execute(stmt)}
+    return {r: counts for r, counts in usage.items() if any(counts)}
 
 
 def cap_reason(usage: tuple[int, int, int], caps: CampaignSettings) -> SkipReason | None:
@@ -554,7 +553,7 @@ class _Planner:
             return [(m, decide(m, quiet=True, usage=(0, 0, 0), caps=self.caps, relations=[],
                                conversations=[], at=p.at)) for m in batch]  # fmt: skip
         leads = self._leads_of(batch)
-        usage = cap_usage(session, leads, self.windows, self.run_id)
+        usage = cap_usage(session, [m.external_user_id for m in batch], self.windows, self.run_id)
         relations: dict[str, list[_Relation]] = defaultdict(list)
         rel = ContactRelation
         rows = session.execute(
@@ -644,17 +643,21 @@ class _Planner:
                     kf_rows[m.lead_id] = self._kf_delivery(session, m, d)
                 elif d.channel == RecipientChannel.MASS:
                     mass_rows.append(self._mass_delivery(session, m, tasks[m.lead_id]))
-            _insert_ledger_entries(session)
-            if mass_rows:  # one prepared statement for the batch, not an ORM unit of work per row
-                session.execute(insert(Delivery), mass_rows)
+            if mass_rows:  # one prepared statement each for the batch, not an ORM unit of work per row
+                messages = [_ledger_message(row) for row in mass_rows]
+                seqs = ledger.append_messages(session, messages, self.prepared.at)
+                for row, seq in zip(mass_rows, seqs, strict=True):
+                    row["ledger_seq"] = seq
+                _insert_rows(session, Delivery, mass_rows)
         session.flush()
         ids = {lead_id: row.id for lead_id, row in kf_rows.items()}
         if mass_rows:
             ids.update(
                 self._delivery_ids(session, batch, [m.lead_id for m, d in decided if d.channel == "mass"])
             )
-        session.execute(
-            insert(RunRecipient),
+        _insert_rows(
+            session,
+            RunRecipient,
             [
                 {
                     "run_id": run_id,
@@ -792,25 +795,62 @@ class _Planner:
             # million queued recipients stays out of the dispatcher's claim scan.
             next_attempt_at=NOT_DUE,
         )
-        ledgered = Delivery(**row)  # never added: the batch's rows are inserted together
-        record_in_ledger(session, ledgered, at)
-        row["ledger_seq"] = ledgered.ledger_seq
         return row
 
 
-def _insert_ledger_entries(session: Session) -> None:
-    """Insert the ledger entries appended in this transaction so far as one executemany, in seq order.
+def _insert_rows(session: Session, model: type[Base], rows: list[dict[str, Any]]) -> None:
+    """Insert a batch of plain rows (same keys each): one COPY on PostgreSQL, else one executemany INSERT.
 
-    The ledger adds its entries to the session; flushed by the ORM, a batch of them becomes one
-    multi-row statement that the PostgreSQL driver parses value by value (about 1 ms an entry).
+    COPY streams the rows with no per-row statement round: a third of the time of an executemany.
     """
-    entries = sorted((obj for obj in session.new if isinstance(obj, LedgerEntry)), key=lambda e: e.seq)
-    if not entries:
+    if not rows:
         return
-    for entry in entries:
-        session.expunge(entry)
-    columns = [c.key for c in LedgerEntry.__table__.columns if c.key != "id"]
-    session.execute(insert(LedgerEntry), [{c: getattr(entry, c) for c in columns} for entry in entries])
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(insert(model), rows)
+        return
+    table = model.__table__
+    assert isinstance(table, Table)
+    dialect = session.get_bind().dialect
+    names = list(rows[0])
+    # Scalar column defaults the ORM would fill in (COPY knows only the database's own defaults).
+    defaults = {
+        c.name: c.default.arg
+        for c in table.columns
+        if c.name not in rows[0] and isinstance(c.default, ScalarElementColumnDefault)
+    }
+    names += defaults
+    processors = [
+        json.dumps if isinstance(table.c[name].type, JSON) else table.c[name].type.bind_processor(dialect)
+        for name in names
+    ]
+    columns = ", ".join(dialect.identifier_preparer.quote(name) for name in names)
+    driver = session.connection().connection.driver_connection
+    assert driver is not None
+    with (
+        driver.cursor() as cursor,
+        cursor.copy(f"COPY {dialect.identifier_preparer.format_table(table)} ({columns}) FROM STDIN") as copy,
+    ):
+        for row in rows:
+            values = [*row.values(), *defaults.values()]
+            copy.write_row([v if p is None else p(v) for p, v in zip(processors, values, strict=True)])
+
+
+def _ledger_message(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The ledger message of a mass recipient's delivery row, as `record_in_ledger` writes it."""
+    return {
+        "recipient": row["recipient"],
+        "sender": row["sender"],
+        "channel": row["channel"],
+        "script_key": row["script_key"],
+        "script_version": row["script_version"],
+        "content_hash": row["content_hash"],
+        "approval_id": row["approval_id"],
+        "rendered_text": row["text"],
+        "lint_verdict": row["lint_verdict"],
+        "lexicon_version": row["lexicon_version"],
+        "outcome": "queued",
+        "detail": f"delivery {row['purpose_key']}",
+    }
 
 
 # --- entry points ------------------------------------------------------------------------------
