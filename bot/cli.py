@@ -258,7 +258,7 @@ def scheduler(ctx: Context) -> None:
         services.settings,
         services.db,
         services.coordinator,
-        default_planner(services.db, services.settings),
+        default_planner(services.db, services.settings, services.coordinator),
     )
     stop = threading.Event()
     thread = threading.Thread(target=service.run_forever, args=(stop,), name="scheduler", daemon=True)

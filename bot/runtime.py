@@ -62,7 +62,7 @@ class EmbeddedRuntime:
             services.settings,
             services.db,
             services.coordinator,
-            default_planner(services.db, services.settings),
+            default_planner(services.db, services.settings, services.coordinator),
         )
         self._threads: list[threading.Thread] = []
 

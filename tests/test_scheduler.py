@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-import types
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -779,20 +778,17 @@ def test_a_pending_run_left_unplanned_is_handed_to_the_planner_again_with_backof
     assert planner.calls == [stale, stale, fresh]
 
 
-def test_the_default_planner_uses_the_installed_planner_or_leaves_runs_pending(
-    monkeypatch: pytest.MonkeyPatch, db: Database, settings: Settings, caplog: pytest.LogCaptureFixture
+def test_the_default_planner_plans_the_run_and_wakes_the_senders(
+    monkeypatch: pytest.MonkeyPatch, db: Database, settings: Settings, coordinator: Coordinator
 ) -> None:
-    calls: list[tuple[Any, ...]] = []
-    fake = types.ModuleType("bot.campaigns.planner")
-    fake.plan_run = lambda *args: calls.append(args)  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "bot.campaigns.planner", fake)
-    default_planner(db, settings)(41)
-    assert calls == [(db, settings, 41)]
+    import bot.campaigns.planner
 
-    monkeypatch.setitem(sys.modules, "bot.campaigns.planner", None)  # not installed
-    default_planner(db, settings)(42)
-    assert calls == [(db, settings, 41)]
-    assert "run 42 left pending" in caplog.text
+    calls: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(
+        bot.campaigns.planner, "plan_run", lambda *args, **kwargs: calls.append((*args, kwargs))
+    )
+    default_planner(db, settings, coordinator)(41)
+    assert calls == [(db, settings, 41, {"coordinator": coordinator})]
 
 
 # --- live schedulers (real clock, real APScheduler threads) -----------------------------------------

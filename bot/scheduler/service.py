@@ -28,7 +28,6 @@ Decisions, each tested:
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import socket
@@ -92,18 +91,14 @@ def default_instance_id() -> str:
     return f"scheduler@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:4]}"[:128]
 
 
-def default_planner(db: Database, settings: Settings) -> Callable[[int], None]:
-    """The planner runs are handed to: bot.campaigns.planner.plan_run, or a stand-in leaving runs pending."""
+def default_planner(
+    db: Database, settings: Settings, coordinator: Coordinator | None = None
+) -> Callable[[int], None]:
+    """Hand each run to the run planner, which wakes the senders once the run is planned."""
+    from bot.campaigns.planner import plan_run
 
     def plan(run_id: int) -> None:
-        try:
-            planner = importlib.import_module("bot.campaigns.planner")
-        except ModuleNotFoundError as exc:
-            if exc.name != "bot.campaigns.planner":
-                raise
-            log.warning("run %d left pending: this installation has no run planner", run_id)
-            return
-        planner.plan_run(db, settings, run_id)
+        plan_run(db, settings, run_id, coordinator=coordinator)
 
     return plan
 
