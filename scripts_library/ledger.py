@@ -60,6 +60,16 @@ class MessageIdentity(NamedTuple):
     channel: str
 
 
+class OutcomeRecord(NamedTuple):
+    """What became of one ledger message, for `append_outcomes`."""
+
+    ref_seq: int
+    outcome: str
+    message: MessageIdentity
+    wecom_id: str = ""
+    detail: str = ""
+
+
 class LedgerError(ValueError):
     """A ledger operation was asked for something invalid."""
 
@@ -198,7 +208,49 @@ def append_messages(
         if missing or unknown:
             wrong = [f"missing {missing}"] * bool(missing) + [f"unknown {unknown}"] * bool(unknown)
             raise LedgerError(f"message {i}: {', '.join(wrong)}")
-    if not messages:
+    return _write_chain(
+        session,
+        [{**MESSAGE_OPTIONAL, **message, "entry_type": MESSAGE, "ref_seq": None} for message in messages],
+        now,
+    )
+
+
+def append_outcomes(
+    session: Session, outcomes: Sequence[OutcomeRecord], now: datetime | None = None
+) -> list[int]:
+    """Append what became of many messages as one INSERT (a sender's batch) and return their seqs."""
+    for record in outcomes:  # all checked before anything is written
+        if not record.outcome:
+            raise LedgerError(f"an outcome is required (message {record.ref_seq})")
+    return _write_chain(
+        session,
+        [
+            {
+                "entry_type": OUTCOME,
+                "ref_seq": r.ref_seq,
+                "recipient": r.message.recipient,
+                "sender": r.message.sender,
+                "channel": r.message.channel,
+                "script_key": "",
+                "script_version": None,
+                "content_hash": "",
+                "approval_id": None,
+                "rendered_text": "",
+                "lint_verdict": "",
+                "lexicon_version": "",
+                "wecom_id": r.wecom_id,
+                "outcome": r.outcome,
+                "detail": r.detail,
+            }
+            for r in outcomes
+        ],
+        now,
+    )
+
+
+def _write_chain(session: Session, entries: list[dict[str, Any]], now: datetime | None) -> list[int]:
+    """Chain `entries` after this transaction's head and write them with one executemany."""
+    if not entries:
         return []
     recorded_at = now or utcnow()
     stamp = format_time(recorded_at)  # hashed as text: formatted once, not per row
@@ -207,8 +259,8 @@ def append_messages(
     head, prev_hash = _head(session)
     first = head + 1
     rows: list[dict[str, Any]] = []
-    for seq, message in enumerate(messages, start=first):
-        fields = {**MESSAGE_OPTIONAL, **message, "seq": seq, "entry_type": MESSAGE, "ref_seq": None}
+    for seq, fields in enumerate(entries, start=first):
+        fields = {**fields, "seq": seq}
         entry_hash = compute_hash(prev_hash, {**fields, "recorded_at": stamp})
         rows.append({**fields, "recorded_at": recorded_at, "prev_hash": prev_hash, "entry_hash": entry_hash})
         prev_hash = entry_hash

@@ -25,9 +25,12 @@ from scripts_library.ledger import (
     GENESIS_HASH,
     HASHED_FIELDS,
     LedgerError,
+    MessageIdentity,
+    OutcomeRecord,
     append_message,
     append_messages,
     append_outcome,
+    append_outcomes,
     compute_hash,
     export,
     verify,
@@ -423,3 +426,30 @@ def test_a_bulk_append_with_a_bad_message_writes_nothing(db: Database) -> None:
             append_messages(session, [bulk_fields("无时区")], now=datetime(2026, 1, 1))
     with db.transaction() as session:
         assert session.scalars(select(LedgerEntry)).all() == []
+
+
+def test_bulk_outcomes_chain_like_single_ones_and_keep_their_references(db: Database) -> None:
+    with db.transaction() as session:
+        sent = [message(session, f"第 {i} 条") for i in range(3)]
+        who = MessageIdentity("wm_customer_1", "sales.zhang", "external_contact")
+        with pytest.raises(LedgerError, match="outcome is required"):
+            append_outcomes(
+                session, [OutcomeRecord(sent[0].seq, "sent", who), OutcomeRecord(sent[1].seq, "", who)]
+            )
+        seqs = append_outcomes(
+            session,
+            [
+                OutcomeRecord(sent[0].seq, "sent", who, "msgid-1"),
+                OutcomeRecord(sent[1].seq, "failed", who, detail="41050: welcome code expired"),
+            ],
+        )
+        single = append_outcome(session, sent[2].seq, "sent", wecom_id="msgid-3")  # continues the chain
+    assert seqs == [4, 5] and single.seq == 6
+    with db.transaction() as session:
+        rows = session.scalars(select(LedgerEntry).where(LedgerEntry.entry_type == "outcome")).all()
+        assert [(r.seq, r.ref_seq, r.outcome, r.recipient) for r in rows] == [
+            (4, 1, "sent", "wm_customer_1"),
+            (5, 2, "failed", "wm_customer_1"),
+            (6, 3, "sent", "wm_customer_1"),
+        ]
+    assert problems(db) == []

@@ -329,6 +329,7 @@ class DeliveryDispatcher:
         """Record outcomes (and their ledger entries) in one transaction, if the leases still hold."""
         now = self.clock()
         outcomes: list[SendOutcome] = []
+        records: list[ledger.OutcomeRecord] = []
         requeued = False
         with self.db.transaction() as session:
             ids = [r.row.id for r in results]
@@ -356,16 +357,13 @@ class DeliveryDispatcher:
                     current.sent_at = now
                     current.wecom_id = r.wecom_id
                 if r.status != DeliveryStatus.QUEUED and current.ledger_seq is not None:
-                    ledger.append_outcome(
-                        session,
-                        current.ledger_seq,
-                        r.status,
-                        wecom_id=r.wecom_id,
-                        detail=r.error or "",
-                        now=now,
-                        message=message_identity(current),
+                    records.append(
+                        ledger.OutcomeRecord(
+                            current.ledger_seq, r.status, message_identity(current), r.wecom_id, r.error or ""
+                        )
                     )
                 outcomes.append(SendOutcome(r.row.id, r.status, r.errcode))
+            ledger.append_outcomes(session, records, now)
         if requeued:
             self.coordinator.wake(OUTBOX_CHANNEL)  # another sender may take it when it is due
         return outcomes
