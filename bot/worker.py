@@ -174,9 +174,11 @@ class Worker:
                     HandlerContext(session, self.settings, now, row.id, row.received_at, claim=claim)
                     for row, _event in live
                 ]
-                name = self.dispatcher.dispatch_batch(
-                    route, [(event, ctx) for (_row, event), ctx in zip(live, contexts, strict=True)]
-                )
+                name = route.name
+                if live:  # every event may have been taken over since the claim
+                    self.dispatcher.dispatch_batch(
+                        route, [(event, ctx) for (_row, event), ctx in zip(live, contexts, strict=True)]
+                    )
                 for row, _event in live:
                     row.status, row.handled_by, row.processed_at = EventStatus.DONE, name, now
                     row.lease_until, row.last_error = None, None

@@ -14,6 +14,7 @@ import handlers.contacts
 from bot.delivery.dispatcher import DeliveryDispatcher
 from bot.leads.hookcodes import create_code, provision_contact_way
 from bot.services import Services
+from bot.wecom.events import parse_event
 from bot.wecom.simulator import Simulator, SimulatorConfig
 from bot.worker import Worker
 from handlers import build_dispatcher
@@ -207,3 +208,17 @@ def test_welcome_leased_to_a_sender_that_died_is_flagged_not_resent(ready: Servi
     assert sim.welcomes == []
     assert count(ready, Delivery, Delivery.status == DeliveryStatus.UNKNOWN) == 2
     assert count(ready, Alert, Alert.kind == "delivery.unknown") == 2
+
+
+def test_batch_whose_events_were_all_taken_over_does_nothing(ready: Services, sim: Simulator) -> None:
+    scans(ready, sim, 2)
+    w = worker(ready)
+    claimed = w._claim()
+    with ready.db.transaction() as session:
+        for row in session.scalars(select(InboundEvent)):
+            row.locked_by = "another-worker"  # its lease expired and another worker took it
+    route = w.dispatcher.match(parse_event(claimed[0][1]))
+    assert route is not None
+    items = [(event_id, parse_event(payload)) for event_id, payload in claimed]
+    assert [o.status for o in w.process_batch(route, items) or []] == ["lost-lease", "lost-lease"]
+    assert count(ready, Lead) == 0

@@ -8,7 +8,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from bot.coordination import Coordinator
 from bot.db import Database
@@ -167,5 +167,6 @@ class TagSyncer:
             with self.db.read() as session:
                 stmt = select(InboundEvent.id).where(InboundEvent.status == EventStatus.PENDING).limit(1)
                 return session.scalars(stmt).first() is not None
-        except Exception:
+        except SQLAlchemyError:
+            log.warning("could not tell whether events are waiting; syncing tags now", exc_info=True)
             return False
