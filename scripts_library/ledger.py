@@ -13,12 +13,13 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple, TextIO, cast
+from typing import Any, Literal, NamedTuple, TextIO
 
-from sqlalchemy import ColumnElement, RowMapping, Table, and_, event, insert, select, text
+from sqlalchemy import ColumnElement, RowMapping, and_, event, select, text
 from sqlalchemy.orm import Session, SessionTransaction, aliased
 
 from models.base import utcnow
+from models.bulk import insert_rows
 from models.ledger import LedgerEntry
 
 GENESIS_HASH = "0" * 64
@@ -203,11 +204,15 @@ def append_messages(
     head, ORM-pending appends included, and the next append of either kind continues after it.
     """
     allowed = MESSAGE_REQUIRED | MESSAGE_OPTIONAL.keys()
+    checked: Any = None  # the key set last found valid: a batch's messages usually share theirs
     for i, message in enumerate(messages):  # all checked before anything is written
+        if message.keys() == checked:
+            continue
         missing, unknown = sorted(MESSAGE_REQUIRED - message.keys()), sorted(message.keys() - allowed)
         if missing or unknown:
             wrong = [f"missing {missing}"] * bool(missing) + [f"unknown {unknown}"] * bool(unknown)
             raise LedgerError(f"message {i}: {', '.join(wrong)}")
+        checked = message.keys()
     return _write_chain(
         session,
         [{**MESSAGE_OPTIONAL, **message, "entry_type": MESSAGE, "ref_seq": None} for message in messages],
@@ -249,7 +254,7 @@ def append_outcomes(
 
 
 def _write_chain(session: Session, entries: list[dict[str, Any]], now: datetime | None) -> list[int]:
-    """Chain `entries` after this transaction's head and write them with one executemany."""
+    """Chain `entries` (fresh dicts, completed into rows in place) after the head and write them."""
     if not entries:
         return []
     recorded_at = now or utcnow()
@@ -258,15 +263,17 @@ def _write_chain(session: Session, entries: list[dict[str, Any]], now: datetime 
         session.flush()  # appends still pending in the session are part of the head read below
     head, prev_hash = _head(session)
     first = head + 1
-    rows: list[dict[str, Any]] = []
+    encode, sha256 = _CANONICAL.encode, hashlib.sha256
     for seq, fields in enumerate(entries, start=first):
-        fields = {**fields, "seq": seq}
-        entry_hash = compute_hash(prev_hash, {**fields, "recorded_at": stamp})
-        rows.append({**fields, "recorded_at": recorded_at, "prev_hash": prev_hash, "entry_hash": entry_hash})
+        fields["seq"], fields["recorded_at"] = seq, stamp
+        # canonical_json without the per-field datetime check: the one timestamp is already text.
+        hashed = encode({name: fields[name] for name in _SORTED_FIELDS})
+        entry_hash = sha256((prev_hash + hashed).encode("utf-8")).hexdigest()
+        fields["recorded_at"], fields["prev_hash"], fields["entry_hash"] = recorded_at, prev_hash, entry_hash
         prev_hash = entry_hash
-    # Core, no RETURNING: a plain executemany whose one statement the driver prepares once.
-    session.execute(insert(cast(Table, LedgerEntry.__table__)), rows)
-    last = first + len(rows) - 1
+    # Core, no RETURNING: COPY on PostgreSQL, else an executemany whose one statement is prepared once.
+    insert_rows(session, LedgerEntry, entries)
+    last = first + len(entries) - 1
     session.info[_HEAD] = (last, prev_hash)
     return list(range(first, last + 1))
 

@@ -1105,25 +1105,3 @@ def test_planning_wakes_the_senders_when_there_is_something_to_send(
     quiet = Wakes()
     plan_run(db, settings, late_run, now=sh("2026-11-24T22:00"), coordinator=quiet)  # type: ignore[arg-type]
     assert quiet.channels == []
-
-
-def test_a_delivery_of_a_lead_that_changed_mid_batch_is_still_linked(
-    db: Database, settings: Settings, scripts: None
-) -> None:
-    with db.transaction() as session:
-        for ext in ("a", "b"):
-            lead(session, ext, owner="zhangsan")
-            relate(session, "zhangsan", ext)
-        camp = campaign(session)
-        run_id = run(session, camp, TUESDAY)
-    plan_run(db, settings, run_id, now=TUESDAY)
-    with db.transaction() as session:
-        members = fetch_batch(session, AudienceFilter())
-        # "b" stops matching the audience after its page was read; its delivery is found by key.
-        session.execute(sa.update(Lead).where(Lead.external_user_id == "b").values(subscribed=False))
-        prepared = planner_module._prepare(session, settings, camp, TUESDAY, TUESDAY, run_id)
-        assert isinstance(prepared, planner_module._Prepared)
-        planner = planner_module._Planner(settings, prepared, run_id, dry_run=False)
-        found = planner._delivery_ids(session, members, [m.lead_id for m in members])
-        expected = dict(session.execute(select(RunRecipient.lead_id, RunRecipient.delivery_id)).all())
-        assert found == expected and len(found) == 2

@@ -407,7 +407,7 @@ def _on_signal(signum: int, _frame: FrameType | None) -> None:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    from bot.campaigns.audience import BATCH_SIZE
+    from bot.campaigns.planner import PLAN_BATCH_SIZE
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--leads", type=str, default="1000000", help="audience size(s), comma-separated")
@@ -431,7 +431,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--leads: expected whole numbers, comma-separated")
     if not args.sizes or min(args.sizes) < 1 or args.members < 1 or args.chunk < 1:
         p.error("need positive --leads, --members and --chunk")
-    args.batch_size = BATCH_SIZE
+    args.batch_size = PLAN_BATCH_SIZE
     return args
 
 
