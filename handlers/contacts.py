@@ -25,6 +25,8 @@ from handlers.relations import (
     track_relations,
 )
 from models.alerts import Alert
+from models.audit import AuditEntry
+from models.bulk import insert_rows
 from models.deliveries import Channel, Delivery
 from models.leads import CorpTag, Lead, Member
 
@@ -77,9 +79,15 @@ def customers_added(items: Sequence[tuple[Event, HandlerContext]]) -> None:
         welcomes -= set(session.scalars(stmt))  # a redelivered add is welcomed once
         stmt_members = select(Member).where(Member.userid.in_({event.user_id for event, _ctx in adds}))
         members = {member.userid: member for member in session.scalars(stmt_members)}
+    audits = []
     for (event, ctx), (lead, code) in zip(adds, attributed, strict=True):
-        ctx.audit(
-            "lead.touch", f"lead:{lead.external_user_id}", code=code.code if code else None, raw=event.state
+        audits.append(
+            ctx.audit_row(
+                "lead.touch",
+                f"lead:{lead.external_user_id}",
+                code=code.code if code else None,
+                raw=event.state,
+            )
         )
         if code is not None:
             ctx.wake_after_commit.add(TAGS_CHANNEL)  # mirror the new tags into WeCom
@@ -87,6 +95,7 @@ def customers_added(items: Sequence[tuple[Event, HandlerContext]]) -> None:
         if event.welcome_code and not lead.opted_out and key in welcomes:
             welcomes.discard(key)
             _queue_welcome(event, ctx, lead, members.get(event.user_id))
+    insert_rows(session, AuditEntry, audits)
 
 
 @router.on(ExternalContactChange, change_type(ChangeType.DEL_FOLLOW_USER, ChangeType.DEL_EXTERNAL_CONTACT))

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from models.bulk import insert_rows
 from models.leads import HookCode, Lead, LeadTag, LeadTouch
 
 
@@ -75,6 +77,8 @@ def record_arrivals(
         existing = select(LeadTag.lead_id, LeadTag.name).where(LeadTag.lead_id.in_(retagged))
         tags = {(row.lead_id, row.name) for row in session.execute(existing)}
     results: list[tuple[Lead, HookCode | None]] = []
+    touches: list[dict[str, Any]] = []
+    new_tags: list[dict[str, Any]] = []
     for a in arrivals:
         lead = leads[a.external_user_id]
         code = codes.get(a.raw_code.strip()) if a.raw_code else None
@@ -84,22 +88,27 @@ def record_arrivals(
             lead.owner_userid = a.member
         lead.reachable = True
         lead.updated_at = now
-        session.add(
-            LeadTouch(
-                lead_id=lead.id,
-                at=now,
-                source=a.source,
-                code=code.code if code else None,
-                raw_state=a.raw_code,
-                member=a.member,
-                event_id=a.event_id,
-                detail={} if code or not a.raw_code else {"unknown_code": a.raw_code},
-            ),
+        touches.append(
+            {
+                "lead_id": lead.id,
+                "at": now,
+                "source": a.source,
+                "code": code.code if code else None,
+                "raw_state": a.raw_code,
+                "member": a.member,
+                "event_id": a.event_id,
+                "detail": {} if code or not a.raw_code else {"unknown_code": a.raw_code},
+            }
         )
         if code is not None:
             for name in (f"platform:{code.platform}", f"code:{code.code}"):
                 if (lead.id, name) not in tags:
                     tags.add((lead.id, name))
-                    session.add(LeadTag(lead_id=lead.id, name=name))
+                    new_tags.append(
+                        {"lead_id": lead.id, "name": name, "wecom_synced": False, "created_at": now}
+                    )
         results.append((lead, code))
+    # Core inserts the driver prepares once, not the ORM's per-batch multi-row INSERT … RETURNING.
+    insert_rows(session, LeadTouch, touches)
+    insert_rows(session, LeadTag, new_tags)
     return results

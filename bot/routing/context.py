@@ -34,15 +34,17 @@ class HandlerContext:
 
     def audit(self, action: str, target: str, actor: str = "bot", **detail: Any) -> None:
         """Record a state change in the audit trail, in the handler's transaction."""
-        self.session.add(
-            AuditEntry(
-                at=self.now,
-                actor=actor,
-                action=action,
-                target=target,
-                detail={"event": self.event_id, **detail},
-            ),
-        )
+        self.session.add(AuditEntry(**self.audit_row(action, target, actor, **detail)))
+
+    def audit_row(self, action: str, target: str, actor: str = "bot", **detail: Any) -> dict[str, Any]:
+        """The audit row `audit` would add, as plain values for a batch's bulk insert."""
+        return {
+            "at": self.now,
+            "actor": actor,
+            "action": action,
+            "target": target,
+            "detail": {"event": self.event_id, **detail},
+        }
 
     def queue(self, **kwargs: Any) -> Delivery:
         """Queue an outbound message in this transaction (see bot.delivery.outbox.enqueue)."""
