@@ -18,7 +18,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from bot.campaigns.catalog import Schedule, course_campaigns, create_campaign
+from bot.campaigns.catalog import (
+    Schedule,
+    course_campaigns,
+    create_campaign,
+    pause_campaign,
+    resume_campaign,
+)
 from bot.campaigns.courses import create_course
 from bot.campaigns.masssend import CREATE_API, MassTaskDispatcher
 from bot.campaigns.planner import plan_run
@@ -495,4 +501,46 @@ def test_course_invite_goes_to_subscribers_and_the_reminder_only_to_registrants(
     assert [t for t in w.kf_texts("wmA") if "投教直播" in t] == [sent[invite_run], sent[reminder_run]]
     assert w.mass_received() == Counter({("wmB", sent[invite_run]): 1, ("wmC", sent[reminder_run]): 1})
     assert w.sim.api_calls(CREATE_API) == 2
+    w.assert_ledger_ok()
+
+
+def test_a_campaign_paused_after_planning_holds_its_messages_until_resumed(morning: World) -> None:
+    w = morning
+    w.scan("wmA", "wmB")
+    w.say("wmB", "订阅")
+    w.to(sh("2026-09-29 20:00"))
+    w.say("wmA", "订阅")  # wmA's kf window is open at 08:30; wmB's has closed (mass)
+    with w.services.db.transaction() as session:
+        create_campaign(
+            session, "morning", "早报", "morning_report", "morning_report", Schedule.trading_days("08:30"),
+            "olivia", now=w.clock(),
+        )  # fmt: skip
+    leader = w.scheduler("sched-a")
+    assert leader.tick()
+    w.to(sh("2026-09-30 08:30:01"))
+    run_due(leader, w.clock.now)
+    (run,) = w.runs()
+    assert run.status == RunStatus.PLANNED and w.recipients(run.id) == {"wmA": "kf", "wmB": "mass"}
+
+    with w.services.db.transaction() as session:
+        pause_campaign(session, "morning", "olivia", "wrong chart in today's report", now=w.clock())
+    w.sender.drain()
+    w.mass.drain()
+    held = w.run_deliveries(run.id)
+    assert held["wmA"].status == DeliveryStatus.QUEUED and held["wmA"].error == "held: campaign paused"
+    assert held["wmA"].attempts == 0 and held["wmA"].next_attempt_at > w.clock.now
+    assert not any("早报】" in t for t in w.kf_texts("wmA"))
+    assert w.sim.api_calls(CREATE_API) == 0
+
+    w.to(w.clock.now + timedelta(minutes=5))
+    w.sender.drain()  # still paused: still held
+    assert not any("早报】" in t for t in w.kf_texts("wmA"))
+    with w.services.db.transaction() as session:
+        resume_campaign(session, "morning", "olivia", "report corrected", now=w.clock())
+    w.to(w.clock.now + timedelta(minutes=2))
+    w.deliver()
+    sent = w.run_deliveries(run.id)
+    assert {ext: row.status for ext, row in sent.items()} == {"wmA": DeliveryStatus.SENT, "wmB": "sent"}
+    assert [t for t in w.kf_texts("wmA") if "早报】" in t] == [sent["wmA"].text]
+    assert w.mass_received() == Counter({("wmB", sent["wmB"].text): 1})
     w.assert_ledger_ok()

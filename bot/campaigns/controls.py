@@ -1,4 +1,4 @@
-"""Operator controls over sending: the global kill switch, stored in the database for every process."""
+"""Operator controls over sending: the global kill switch and campaign pauses, honoured before each send."""
 
 from __future__ import annotations
 
@@ -14,12 +14,14 @@ from sqlalchemy.orm import Session
 from bot.db import Database
 from models.audit import AuditEntry
 from models.base import utcnow
-from models.campaigns import Switch
+from models.campaigns import Campaign, CampaignRun, CampaignStatus, Switch
 
 SENDING = "sending"  # the kill switch: on = nothing is sent to anyone
 MAX_REASON_LENGTH = 512
 # How long a process may act on a remembered answer: the switch stops sends within this delay.
 SWITCH_CACHE_S = 1.0
+# How long a message of a paused campaign waits before it is looked at again.
+CAMPAIGN_HOLD_S = 60.0
 
 
 class ControlError(ValueError):
@@ -52,6 +54,18 @@ def switch_state(session: Session, key: str = SENDING) -> SwitchState:
 def sending_stopped(session: Session) -> bool:
     """Whether the global kill switch is on (checked before a run is planned and before each claim)."""
     return bool(session.scalar(select(Switch.on).where(Switch.key == SENDING)))
+
+
+def run_hold(session: Session, run_id: int | None) -> str | None:
+    """Why the messages of a campaign run must wait now (its campaign is paused or archived), if so."""
+    if run_id is None:
+        return None
+    status = session.scalar(
+        select(Campaign.status)
+        .join(CampaignRun, CampaignRun.campaign_id == Campaign.id)
+        .where(CampaignRun.id == run_id)
+    )
+    return None if status in (None, CampaignStatus.ACTIVE) else f"campaign {status}"
 
 
 def _set(session: Session, on: bool, actor: str, reason: str, now: datetime | None) -> SwitchState:

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from urllib3.exceptions import NewConnectionError
 from wechatpy.exceptions import WeChatClientException
 
-from bot.campaigns.controls import sending_stopped
+from bot.campaigns.controls import run_hold, sending_stopped
 from bot.config import Settings
 from bot.coordination import Coordinator
 from bot.db import Database
@@ -44,7 +44,7 @@ from bot.worker import backoff_delay
 from models.alerts import Alert
 from models.audit import AuditEntry
 from models.base import utcnow
-from models.campaigns import Campaign, CampaignRun, CampaignStatus, MassTask, MassTaskStatus
+from models.campaigns import Campaign, CampaignRun, MassTask, MassTaskStatus
 from models.deliveries import Channel, Delivery, DeliveryStatus
 from models.leads import Lead, Member
 from scripts_library import ledger
@@ -324,7 +324,7 @@ class MassTaskDispatcher:
             task = session.get(MassTask, task_id, with_for_update=True)
             if task is None or not self._holds(task, MassTaskStatus.QUEUED):
                 return MassOutcome(task_id, "create", "lost-lease")
-            held = "kill switch on" if sending_stopped(session) else self._campaign_hold(session, task)
+            held = "kill switch on" if sending_stopped(session) else run_hold(session, task.run_id)
             if held:
                 task.lease_until, task.locked_by = None, None
                 task.next_check_at = now + timedelta(seconds=self.options.hold_s)
@@ -371,14 +371,6 @@ class MassTaskDispatcher:
                 )
                 row.attempts += 1
             return _ToCreate(task_id, task.sender, task.text, list(dict.fromkeys(r.recipient for r in live)))
-
-    def _campaign_hold(self, session: Session, task: MassTask) -> str | None:
-        status = session.scalar(
-            select(Campaign.status)
-            .join(CampaignRun, CampaignRun.campaign_id == Campaign.id)
-            .where(CampaignRun.id == task.run_id)
-        )
-        return None if status in (None, CampaignStatus.ACTIVE) else f"campaign {status}"
 
     @staticmethod
     def _refusals(session: Session, external_userids: Sequence[str]) -> dict[str, str]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import and_, select, update
 
-from bot.campaigns.controls import KillSwitch
+from bot.campaigns.controls import CAMPAIGN_HOLD_S, KillSwitch, run_hold
 from bot.config import Settings
 from bot.coordination import Coordinator
 from bot.db import Database
@@ -224,6 +224,15 @@ class DeliveryDispatcher:
             if row is None or row.status != DeliveryStatus.SENDING or row.locked_by != self.worker_id:
                 return SendOutcome(delivery_id, "lost-lease")
             refusal = customer_refusal(session, row)
+            now = self.clock()
+            late = row.deadline is not None and now >= row.deadline  # expired below, never held
+            held = None if refusal or late else run_hold(session, (row.params or {}).get("run_id"))
+            if held:  # a paused campaign's message waits, queued, until its campaign is resumed
+                row.status, row.locked_by, row.lease_until = DeliveryStatus.QUEUED, None, None
+                row.next_attempt_at = now + timedelta(seconds=CAMPAIGN_HOLD_S)
+                row.attempts -= 1
+                row.error = f"held: {held}"
+                return SendOutcome(delivery_id, "held")
             session.expunge(row)
         result = _Result(row, DeliveryStatus.CANCELLED, error=refusal) if refusal else self._attempt(row)
         return self._finish([result])[0]
