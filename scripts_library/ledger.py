@@ -125,6 +125,18 @@ def _head(session: Session) -> tuple[int, str]:
     return (head.seq, head.entry_hash) if head else (0, GENESIS_HASH)
 
 
+def hold(session: Session) -> None:
+    """Take the ledger's append lock now, for the rest of the transaction (PostgreSQL; SQLite's
+    writing transactions are serialized anyway).
+
+    Work that must see every message committed before it and decide before anyone appends more
+    (a planner checking caps) holds it from its first read; its own appends then chain as usual.
+    """
+    if _HEAD not in session.info:
+        session.flush()  # appends still pending in the session are part of the head read below
+        session.info[_HEAD] = _head(session)
+
+
 def _append(session: Session, now: datetime | None, fields: dict[str, Any]) -> LedgerEntry:
     # Entries are flushed with the rest of the transaction (several appends become one INSERT).
     seq, prev_hash = _head(session)

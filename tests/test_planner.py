@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -672,6 +673,45 @@ def test_caps_count_campaign_sends_per_shanghai_day_iso_week_and_calendar_month(
         channel, reason = recipients(db, run_id)["c"]
         got.append(reason or channel)
     assert got == expected
+
+
+def test_two_runs_planned_at_once_never_break_a_cap_together(
+    db: Database, settings: Settings, scripts: None
+) -> None:
+    settings = settings.replace(campaigns={"cap_per_day": 1})
+    customers = [f"c{i:02d}" for i in range(40)]
+    with db.transaction() as session:
+        for ext in customers:
+            lead(session, ext, owner="zhangsan")
+            relate(session, "zhangsan", ext)
+        run_ids = _daily_runs(session, ["2026-11-24T08:30", "2026-11-24T08:30"])
+    start = threading.Barrier(len(run_ids))
+    errors: list[BaseException] = []
+
+    def plan(run_id: int) -> None:
+        try:
+            start.wait(timeout=10)
+            plan_run(db, settings, run_id, now=TUESDAY, batch_size=3)  # many interleaved batches
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=plan, args=(run_id,)) for run_id in run_ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    plans = [recipients(db, run_id) for run_id in run_ids]
+    for ext in customers:  # each customer gets exactly one of the two messages that day
+        assert sorted(plan[ext] for plan in plans) == [("mass", None), ("none", "cap_day")], ext
+    with db.read() as session:
+        per_customer = session.execute(
+            select(Delivery.recipient, func.count())
+            .where(Delivery.purpose_key.like("run:%"))
+            .group_by(Delivery.recipient)
+        ).all()
+        assert dict(per_customer) == dict.fromkeys(customers, 1)
+        assert ledger.verify(session).ok
 
 
 def test_the_day_cap_follows_the_shanghai_date_not_utc(

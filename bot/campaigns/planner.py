@@ -627,6 +627,9 @@ class _Planner:
         """
         assert self.run_id is not None
         run_id = self.run_id
+        # Held to commit: campaign messages are only written under it, so this batch's cap counts
+        # include every message committed by any other run, and none can be added until it commits.
+        ledger.hold(session)
         first, last = batch[0].lead_id, batch[-1].lead_id
         done = set(
             session.scalars(
