@@ -115,7 +115,7 @@ class Ingestor:
         except ValueError:
             raise CallbackRejected(400, "timestamp is not an integer") from None
         skew = self.settings.wecom.max_clock_skew_s
-        if skew and abs(self.clock() - sent_at) > skew:
+        if skew and abs(int(self.clock()) - sent_at) > skew:  # int: a huge timestamp cannot overflow a float
             raise CallbackRejected(403, "timestamp outside the allowed window")
 
     def _open(self, msg_signature: str, timestamp: str, nonce: str, encrypt: str) -> str:

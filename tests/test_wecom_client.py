@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from bot.coordination import MemoryCoordinator
-from bot.wecom.client import WeComClient, token_cache_ttl
+from bot.wecom.client import SentCard, TransferStatus, WeComClient, token_cache_ttl
 from bot.wecom.errors import ErrorKind, WeComAPIError, classify
 from bot.wecom.simulator import ApiCall, Simulator, SimulatorConfig
 
@@ -337,3 +337,132 @@ def test_classify_maps_codes_to_kinds() -> None:
 def test_unknown_app_name_is_rejected(sim: Simulator, coordinator: MemoryCoordinator) -> None:
     with pytest.raises(ValueError):
         make_client(sim, coordinator, secrets={"chat": "x"})
+
+
+# ---- template cards, kf handoff and transfers -------------------------------------------------------
+
+
+@pytest.fixture
+def strict_sim() -> Iterator[Simulator]:
+    """Each API answers only its own app, so a call made with the wrong secret fails with 48002."""
+    config = SimulatorConfig(
+        corp_id=CORP,
+        agent_id=AGENT,
+        secrets=dict(SECRETS),
+        users=["zhangsan", "lisi"],
+        contact_apps=["contact"],
+        kf_apps=["kf"],
+    )
+    with Simulator(config) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def strict_client(strict_sim: Simulator, coordinator: MemoryCoordinator) -> Iterator[WeComClient]:
+    wecom = make_client(strict_sim, coordinator)
+    yield wecom
+    wecom.close()
+
+
+def lead_card(task_id: str = "lead_client_1") -> dict[str, Any]:
+    return {
+        "card_type": "button_interaction",
+        "main_title": {"title": "新客户待跟进"},
+        "task_id": task_id,
+        "button_list": [{"text": "接单", "key": "ACCEPT"}, {"text": "转交", "key": "PASS"}],
+    }
+
+
+def test_send_template_card_returns_the_msgid_and_response_code(client: WeComClient, sim: Simulator) -> None:
+    sent = client.send_template_card("zhangsan|lisi", lead_card())
+    assert sent == SentCard(sim.sent_app_messages[0].msgid, sim.sent_app_messages[0].response_code)
+    assert sent.response_code is not None
+    notice = {
+        "card_type": "text_notice",
+        "main_title": {"title": "早盘速递"},
+        "card_action": {"type": 1, "url": "u"},
+    }
+    assert client.send_template_card("zhangsan", notice).response_code is None
+
+
+def test_send_template_card_raises_when_a_member_is_invalid(client: WeComClient, sim: Simulator) -> None:
+    with pytest.raises(WeComAPIError) as partly:
+        client.send_template_card("zhangsan|ghost", lead_card("lead_client_2"))
+    assert partly.value.errcode == 40003 and "ghost" in partly.value.errmsg
+    with pytest.raises(WeComAPIError) as nobody:
+        client.send_template_card("ghost", lead_card("lead_client_3"))
+    assert nobody.value.errcode == 81013
+
+
+def test_update_template_card_greys_or_replaces_the_card(client: WeComClient, sim: Simulator) -> None:
+    sent = client.send_template_card("zhangsan|lisi", lead_card())
+    assert sent.response_code is not None
+    client.update_template_card(["zhangsan"], sent.response_code, replace_name="已接单")
+    assert sim.card_state("zhangsan", "lead_client_1").replace_name == "已接单"  # type: ignore[union-attr]
+    code = sim.member_clicks_card("lisi", "lead_client_1", "PASS")
+    replacement = {**lead_card(), "main_title": {"title": "已转交"}}
+    client.update_template_card(["lisi"], code, card=replacement)
+    state = sim.card_state("lisi", "lead_client_1")
+    assert state is not None and state.card["main_title"]["title"] == "已转交"
+    with pytest.raises(WeComAPIError) as reused:
+        client.update_template_card(["lisi"], code, replace_name="x")
+    assert reused.value.errcode == 40058
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"replace_name": "已处理", "card": lead_card()}, {"userids": [], "replace_name": "已处理"}],
+)
+def test_update_template_card_checks_its_arguments_before_calling(
+    client: WeComClient, sim: Simulator, kwargs: dict[str, Any]
+) -> None:
+    arguments: dict[str, Any] = {"userids": ["zhangsan"], **kwargs}
+    with pytest.raises(ValueError):
+        client.update_template_card(arguments.pop("userids"), "code", **arguments)
+    assert sim.api_calls("message/update_template_card") == 0
+
+
+def test_kf_transfer_session_hands_the_customer_to_a_servicer(
+    strict_client: WeComClient, strict_sim: Simulator
+) -> None:
+    open_kfid = strict_client.post("kf/account/add", {"name": "开户咨询", "media_id": "M"}, app="kf")[
+        "open_kfid"
+    ]
+    strict_client.post("kf/servicer/add", {"open_kfid": open_kfid, "userid_list": ["lisi"]}, app="kf")
+    customer = strict_sim.kf_customer_says(open_kfid, None, "我要找人工").external_userid
+    code = strict_client.kf_transfer_session(open_kfid, customer, "lisi")
+    assert code is not None
+    session = strict_sim.kf_session(open_kfid, customer)
+    assert session is not None and session.state == 3 and session.servicer == "lisi"
+    assert strict_client.kf_transfer_session(open_kfid, customer, "lisi") is None
+    with pytest.raises(WeComAPIError) as not_servicer:
+        strict_client.kf_transfer_session(open_kfid, customer, "zhangsan")
+    assert not_servicer.value.errcode == 95014
+
+
+def test_transfer_customer_and_result_use_the_contact_app(
+    strict_client: WeComClient, strict_sim: Simulator
+) -> None:
+    way = {"type": 1, "scene": 2, "user": ["zhangsan"]}
+    config_id = strict_client.post("externalcontact/add_contact_way", way, app="contact")["config_id"]
+    ext = strict_sim.customer_scans(config_id, "wmCLIENT").external_userid
+    result = strict_client.transfer_customer(
+        "zhangsan", "lisi", [ext, ext, "wmNOBODY"], "您好，后续由李四为您服务"
+    )
+    assert result == {ext: 0, "wmNOBODY": 40096}
+    assert strict_sim.transfers[0].success_msg == "您好，后续由李四为您服务"
+    [waiting] = strict_client.transfer_result("zhangsan", "lisi")
+    assert waiting.status == 2 and waiting.takeover_time is not None
+    strict_sim.advance(86400)
+    assert strict_client.transfer_result("zhangsan", "lisi") == [
+        TransferStatus(ext, 1, waiting.takeover_time)
+    ]
+
+
+@pytest.mark.parametrize("count", [0, 101])
+def test_transfer_customer_refuses_an_empty_or_oversized_batch(
+    client: WeComClient, sim: Simulator, count: int
+) -> None:
+    with pytest.raises(ValueError):
+        client.transfer_customer("zhangsan", "lisi", [f"wm{i:04d}" for i in range(count)])
+    assert sim.api_calls("externalcontact/transfer_customer") == 0

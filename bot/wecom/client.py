@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_API_BASE_URL = "https://qyapi.weixin.qq.com"
 APPS = ("agent", "contact", "kf")
+TRANSFER_MAX_CUSTOMERS = 100  # externalcontact/transfer_customer takes at most 100 per call (WECOM.md §9.2)
+KF_STATE_HUMAN = 3  # kf service_state "由人工接待" (WECOM.md §7.5)
 _DEFAULT_TOKEN_TTL_S = 7200
 _LOCK_POLL_S = 0.05
 
@@ -256,6 +258,68 @@ class WeComClient:
         body.setdefault("agentid", self.agent_id)
         return self.post("message/send", body, app="agent")
 
+    def send_template_card(self, touser: str, card: Mapping[str, Any]) -> SentCard:
+        """Send a template card to members ("|"-joined userids); raises if any of them is invalid.
+
+        Interactive cards come back with a single-use `response_code` for update_template_card.
+        """
+        result = self.send_app_message(
+            {"touser": touser, "msgtype": "template_card", "template_card": dict(card)}
+        )
+        invalid = str(result.get("invaliduser") or "")
+        if invalid:
+            raise WeComAPIError(
+                40003, f"invaliduser {invalid}: the card reached only the other members", "message/send"
+            )
+        code = result.get("response_code")
+        return SentCard(str(result.get("msgid", "")), str(code) if code else None)
+
+    def update_template_card(
+        self,
+        userids: Sequence[str],
+        response_code: str,
+        *,
+        replace_name: str | None = None,
+        card: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Grey out a card's button with `replace_name`, or replace the whole card, for `userids`.
+
+        The response_code comes from the send or from a click and works once, within 24 h.
+        """
+        if (replace_name is None) == (card is None):
+            raise ValueError("give exactly one of replace_name and card")
+        if not userids:
+            raise ValueError("userids must name at least one member")
+        body: dict[str, Any] = {
+            "userids": list(userids),
+            "agentid": self.agent_id,
+            "response_code": response_code,
+        }
+        if replace_name is not None:
+            body["button"] = {"replace_name": replace_name}
+        else:
+            body["template_card"] = dict(card or {})
+        result = self.post("message/update_template_card", body, app="agent")
+        invalid = result.get("invaliduser") or []
+        if invalid:
+            # The code is spent either way; the valid members' cards were updated.
+            log.warning("update_template_card skipped members who never got the card: %s", invalid)
+
+    def kf_transfer_session(self, open_kfid: str, external_userid: str, servicer_userid: str) -> str | None:
+        """Hand a kf session to a human servicer (service_state 3); returns the msg_code, if any."""
+        result = self.post(
+            "kf/service_state/trans",
+            {
+                "open_kfid": open_kfid,
+                "external_userid": external_userid,
+                "service_state": KF_STATE_HUMAN,
+                "servicer_userid": servicer_userid,
+            },
+            app="kf",
+        )
+        code = result.get("msg_code")
+        return str(code) if code else None
+
     def post(self, api_path: str, payload: Mapping[str, Any], app: str = "agent") -> dict[str, Any]:
         """POST JSON to `/cgi-bin/<api_path>` with `app`'s token; the generic call for any endpoint."""
         return self._call(app, "post", api_path, params=None, payload=dict(payload))
@@ -387,12 +451,59 @@ class WeComClient:
         """Stop a mass message: members who have not sent it yet can no longer send it."""
         self.post("externalcontact/cancel_groupmsg_send", {"msgid": msgid}, app="contact")
 
-    def _all_pages(self, api: str, body: Mapping[str, Any], key: str, page_size: int) -> list[dict[str, Any]]:
+    # ---- transfers between members (在职继承, WECOM.md §9.2) -----------------------------------------
+
+    def transfer_customer(
+        self,
+        handover_userid: str,
+        takeover_userid: str,
+        external_userids: Sequence[str],
+        transfer_success_msg: str | None = None,
+    ) -> dict[str, int]:
+        """Start moving customers to another member; returns each customer's errcode (0 = started).
+
+        The takeover completes on its own 24 h later unless the customer refuses; check it with
+        `transfer_result`. A customer can be transferred at most twice in 90 days (40128).
+        """
+        customers = list(dict.fromkeys(external_userids))
+        if not customers:
+            raise ValueError("external_userids must name at least one customer")
+        if len(customers) > TRANSFER_MAX_CUSTOMERS:
+            raise ValueError(
+                f"transfer at most {TRANSFER_MAX_CUSTOMERS} customers per call, got {len(customers)}"
+            )
+        body: dict[str, Any] = {
+            "handover_userid": handover_userid,
+            "takeover_userid": takeover_userid,
+            "external_userid": customers,
+        }
+        if transfer_success_msg is not None:
+            body["transfer_success_msg"] = transfer_success_msg
+        result = self.post("externalcontact/transfer_customer", body, app="contact")
+        return {str(r["external_userid"]): int(r["errcode"]) for r in result.get("customer") or []}
+
+    def transfer_result(self, handover_userid: str, takeover_userid: str) -> list[TransferStatus]:
+        """Each transferred customer's status (1 taken over, 2 waiting, 3 refused, 4 limit, 5 no record)."""
+        rows = self._all_pages(
+            "externalcontact/transfer_result",
+            {"handover_userid": handover_userid, "takeover_userid": takeover_userid},
+            "customer",
+            None,
+        )
+        return [
+            TransferStatus(str(r["external_userid"]), int(r["status"]), _opt_int(r.get("takeover_time")))
+            for r in rows
+        ]
+
+    def _all_pages(
+        self, api: str, body: Mapping[str, Any], key: str, page_size: int | None
+    ) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
         cursor = ""
         seen: set[str] = set()
+        limit = {} if page_size is None else {"limit": page_size}
         while True:
-            page = self.post(api, {**body, "limit": page_size, "cursor": cursor}, app="contact")
+            page = self.post(api, {**body, **limit, "cursor": cursor}, app="contact")
             rows += page.get(key) or []
             cursor = str(page.get("next_cursor") or "")
             if not cursor:
@@ -406,6 +517,26 @@ class WeComClient:
 
 def _opt_int(value: Any) -> int | None:
     return None if value is None or value == "" else int(value)
+
+
+@dataclass(frozen=True)
+class SentCard:
+    """What message/send answered for a template card: its msgid and, for interactive cards, the code."""
+
+    msgid: str
+    response_code: str | None
+
+
+@dataclass(frozen=True)
+class TransferStatus:
+    """One customer's transfer: status 1 taken over, 2 waiting, 3 refused, 4 limit, 5 no record.
+
+    `takeover_time` is the (future) automatic takeover while waiting, or when it happened.
+    """
+
+    external_userid: str
+    status: int
+    takeover_time: int | None
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,12 @@ def parse_xml(body: bytes | str) -> dict[str, Any]:
     """Parse a WeCom `<xml>...</xml>` document into a dict of its children; raise XMLError."""
     try:
         root = fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
-    except (ParseError, defusedxml.DefusedXmlException, ValueError) as exc:
+    except (
+        ParseError,
+        defusedxml.DefusedXmlException,
+        ValueError,
+        LookupError,
+    ) as exc:  # LookupError: unknown encoding
         raise XMLError(f"malformed XML: {type(exc).__name__}") from exc
     if root.tag != "xml":
         raise XMLError("root element must be <xml>")

@@ -195,6 +195,25 @@ def _member_sends_personal_mass(sim: SimulatedCorp, data: JSON) -> JSON:
     return _result(sim.member_sends_personal_mass(_req(data, "userid"), _strs(data, "external_userids")))
 
 
+def _member_clicks_card(sim: SimulatedCorp, data: JSON) -> JSON:
+    code = sim.member_clicks_card(
+        _req(data, "userid"),
+        _req(data, "task_id"),
+        _req(data, "button_key"),
+        selected_items=data.get("selected_items"),
+    )
+    return {"ok": True, "response_code": code}
+
+
+def _customer_refuses_transfer(sim: SimulatedCorp, data: JSON) -> JSON:
+    return _result(sim.customer_refuses_transfer(_req(data, "external_userid")))
+
+
+def _set_customer_limit_reached(sim: SimulatedCorp, data: JSON) -> JSON:
+    sim.set_customer_limit_reached(_req(data, "userid"), bool(data.get("reached", True)))
+    return {"ok": True}
+
+
 CONTROLS: dict[str, Control] = {
     "customer_scans": _customer_scans,
     "member_accepts": _member_accepts,
@@ -217,6 +236,9 @@ CONTROLS: dict[str, Control] = {
     "kf_send_fail": _kf_send_fail,
     "member_confirms_groupmsg": _member_confirms_groupmsg,
     "member_sends_personal_mass": _member_sends_personal_mass,
+    "member_clicks_card": _member_clicks_card,
+    "customer_refuses_transfer": _customer_refuses_transfer,
+    "set_customer_limit_reached": _set_customer_limit_reached,
 }
 
 
@@ -227,6 +249,9 @@ def state(sim: SimulatedCorp) -> JSON:
         "groupmsgs": [asdict(m) for m in sim.groupmsgs],
         "groupmsg_reminders": [asdict(r) for r in sim.groupmsg_reminders],
         "kf_sent": [asdict(m) for m in sim.kf_sent],
+        "sent_cards": [asdict(c) for c in sim.sent_cards],
+        "card_updates": [asdict(u) for u in sim.card_updates],
+        "transfers": [asdict(t) for t in sim.transfers],
         "acquisition_balance": sim.acquisition_balance,
         "emitted_callbacks": len(sim.emitted_callbacks),
     }

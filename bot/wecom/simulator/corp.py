@@ -2,14 +2,13 @@
 
 `SimulatedCorp.handle()` answers one API call the way WeCom does (HTTP 200 with an errcode);
 the HTTP server in `server.py` is a thin adapter around it. Everything is guarded by one lock.
-Customer contact lives in `contacts.py`, mass sending in `groupmsg.py` and WeChat Customer
-Service in `kf.py`, as mixins.
+Template cards live in `cards.py`, customer contact in `contacts.py`, transfers between members
+in `transfers.py`, mass sending in `groupmsg.py` and WeChat Customer Service in `kf.py`, as mixins.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import threading
 import time
@@ -20,19 +19,17 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bot.wecom.simulator.api import JSON, ApiCall, ApiError, Handler, errmsg
+from bot.wecom.simulator.cards import CardsMixin, ResponseCode
 from bot.wecom.simulator.config import SimulatorConfig
 from bot.wecom.simulator.contacts import ContactsMixin
 from bot.wecom.simulator.groupmsg import GroupMsgMixin
 from bot.wecom.simulator.kf import KfMixin
+from bot.wecom.simulator.transfers import TransfersMixin
 
 TEXT_MAX_BYTES = 2048
 MAX_USERS = 1000
 MAX_PARTIES = 100
 MAX_TAGS = 100
-MAX_BUTTONS = 6
-_TASK_ID_RE = re.compile(r"^[0-9A-Za-z_\-@]{1,128}$")
-_INTERACTIVE_CARDS = frozenset({"button_interaction", "vote_interaction", "multiple_interaction"})
-_CARD_TYPES = _INTERACTIVE_CARDS | {"text_notice", "news_notice"}
 _MEDIA_TYPES = frozenset({"image", "voice", "video", "file"})
 # Message sending is not counted toward the per-API frequency limit (DOC-90454).
 _UNMETERED_APIS = frozenset({"message/send"})
@@ -94,27 +91,24 @@ class DroppedMessage:
 
 
 @dataclass
-class ResponseCode:
-    """A template card's single-use `response_code` (valid 24 h)."""
-
-    code: str
-    agentid: int
-    task_id: str | None
-    userids: tuple[str, ...]
-    expires_at: float
-    used: bool = False
-
-
-@dataclass
 class _Stats:
     api_calls: Counter[str] = field(default_factory=Counter)
     gettoken_calls: int = 0
 
 
-__all__ = ["JSON", "ApiCall", "ApiError", "AppMessage", "DroppedMessage", "SimulatedCorp", "errmsg"]
+__all__ = [
+    "JSON",
+    "ApiCall",
+    "ApiError",
+    "AppMessage",
+    "DroppedMessage",
+    "ResponseCode",
+    "SimulatedCorp",
+    "errmsg",
+]
 
 
-class SimulatedCorp(ContactsMixin, GroupMsgMixin, KfMixin):
+class SimulatedCorp(CardsMixin, ContactsMixin, TransfersMixin, GroupMsgMixin, KfMixin):
     """WeCom's server side for one corp, in memory and thread-safe."""
 
     def __init__(self, config: SimulatorConfig | None = None) -> None:
@@ -140,7 +134,9 @@ class SimulatedCorp(ContactsMixin, GroupMsgMixin, KfMixin):
         self.register("gettoken", self._gettoken, methods=("GET",), needs_token=False)
         self.register("message/send", self._message_send)
         self._init_parts()
+        self._init_cards()
         self._init_contacts()
+        self._init_transfers()
         self._init_groupmsg()
         self._init_kf()
 
@@ -155,9 +151,11 @@ class SimulatedCorp(ContactsMixin, GroupMsgMixin, KfMixin):
         return time.time() + self._offset
 
     def advance(self, seconds: float) -> None:
-        """Move the simulator's clock forward: expire tokens, reset rate windows, lift bans."""
+        """Move the simulator's clock forward: expire tokens, lift bans, complete due transfers."""
         with self._lock:
             self._offset += seconds
+            self._settle_transfers()
+        self._flush()
 
     # ---- registration and dispatch ------------------------------------------------------------
 
@@ -182,26 +180,33 @@ class SimulatedCorp(ContactsMixin, GroupMsgMixin, KfMixin):
     def handle(self, call: ApiCall) -> tuple[int, JSON]:
         """Answer one API call: (HTTP status, JSON body). WeCom uses HTTP 200 for its errors too."""
         endpoint = self._endpoints[call.api]
-        with self._lock:
-            self._stats.api_calls[call.api] += 1
-            if call.api == "gettoken":
-                self._stats.gettoken_calls += 1
-            try:
-                now = self.now()
-                if self._banned_until.get(call.remote_addr, 0.0) > now:
-                    raise ApiError(45009, "IP banned after repeated wrong secrets")
-                fault = self._take_fault(call.api)
-                if fault is not None:
-                    return fault.http_status, {"errcode": fault.errcode, "errmsg": fault.errmsg}
-                if endpoint.metered:
-                    self._meter(call.api, now)
-                if call.method not in endpoint.methods:
-                    raise ApiError(40058, f"{call.api} requires {'/'.join(endpoint.methods)}")
-                if endpoint.needs_token:
-                    call = replace(call, app=self._app_of(call))
-                body = endpoint.handler(call)
-            except ApiError as exc:
-                return 200, {"errcode": exc.errcode, "errmsg": errmsg(exc.errcode, exc.detail), **exc.extra}
+        try:
+            with self._lock:
+                return self._answer(endpoint, call)
+        finally:
+            # Time-driven changes a call noticed (a transfer completing) may have raised callbacks.
+            self._flush()
+
+    def _answer(self, endpoint: _Endpoint, call: ApiCall) -> tuple[int, JSON]:
+        self._stats.api_calls[call.api] += 1
+        if call.api == "gettoken":
+            self._stats.gettoken_calls += 1
+        try:
+            now = self.now()
+            if self._banned_until.get(call.remote_addr, 0.0) > now:
+                raise ApiError(45009, "IP banned after repeated wrong secrets")
+            fault = self._take_fault(call.api)
+            if fault is not None:
+                return fault.http_status, {"errcode": fault.errcode, "errmsg": fault.errmsg}
+            if endpoint.metered:
+                self._meter(call.api, now)
+            if call.method not in endpoint.methods:
+                raise ApiError(40058, f"{call.api} requires {'/'.join(endpoint.methods)}")
+            if endpoint.needs_token:
+                call = replace(call, app=self._app_of(call))
+            body = endpoint.handler(call)
+        except ApiError as exc:
+            return 200, {"errcode": exc.errcode, "errmsg": errmsg(exc.errcode, exc.detail), **exc.extra}
         return 200, {"errcode": 0, "errmsg": "ok", **body}
 
     @contextmanager
@@ -421,17 +426,10 @@ class SimulatedCorp(ContactsMixin, GroupMsgMixin, KfMixin):
             else:
                 self._dropped.append(DroppedMessage(msgid, userid, reason))
         response_code: str | None = None
-        card_type = (
-            (payload.get("template_card") or {}).get("card_type") if msgtype == "template_card" else None
-        )
-        if card_type in _INTERACTIVE_CARDS:
-            response_code = secrets.token_urlsafe(32)
-            self._response_codes[response_code] = ResponseCode(
-                response_code, agentid, task_id, tuple(valid), now + self.config.response_code_ttl_s
-            )
-            extra["response_code"] = response_code
         if task_id is not None:
-            self._task_ids.setdefault(agentid, set()).add(task_id)
+            response_code = self._remember_card(agentid, task_id, msgid, payload["template_card"], delivered)
+        if response_code is not None:
+            extra["response_code"] = response_code
         self._sent.append(
             AppMessage(
                 msgid=msgid,
@@ -493,72 +491,6 @@ class SimulatedCorp(ContactsMixin, GroupMsgMixin, KfMixin):
         if isinstance(btntxt, str) and len(btntxt) > 4:
             card["btntxt"] = btntxt[:4]
             truncated.append("textcard.btntxt")
-
-    def _check_template_card(self, payload: JSON, agentid: int) -> str | None:
-        card = payload.get("template_card")
-        if not isinstance(card, dict):
-            raise ApiError(40058, "template_card is required")
-        card_type = card.get("card_type")
-        if card_type not in _CARD_TYPES:
-            raise ApiError(40058, f"template_card.card_type {card_type!r} is invalid")
-        raw_title = card.get("main_title")
-        main_title: JSON = raw_title if isinstance(raw_title, dict) else {}
-        if card_type == "button_interaction" and not main_title.get("title"):
-            raise ApiError(40058, "template_card.main_title.title is required")
-        if card_type == "text_notice" and not (main_title.get("title") or card.get("sub_title_text")):
-            raise ApiError(40058, "text_notice needs main_title.title or sub_title_text")
-        action_menu = card.get("action_menu")
-        if action_menu is not None:
-            actions = action_menu.get("action_list") if isinstance(action_menu, dict) else None
-            if not isinstance(actions, list) or not 1 <= len(actions) <= 3:
-                raise ApiError(40058, "template_card.action_menu.action_list needs 1 to 3 entries")
-        horizontal = card.get("horizontal_content_list")
-        if horizontal is not None and (not isinstance(horizontal, list) or len(horizontal) > 6):
-            raise ApiError(40058, "template_card.horizontal_content_list allows at most 6 entries")
-        if card_type == "button_interaction":
-            self._check_buttons(card.get("button_list"))
-        if card_type == "vote_interaction":
-            options = (card.get("checkbox") or {}).get("option_list")
-            if not isinstance(options, list) or not 1 <= len(options) <= 20:
-                raise ApiError(40058, "template_card.checkbox.option_list needs 1 to 20 options")
-        if card_type == "multiple_interaction":
-            selects = card.get("select_list")
-            if not isinstance(selects, list) or not 1 <= len(selects) <= 3:
-                raise ApiError(40058, "template_card.select_list needs 1 to 3 selectors")
-        task_id = card.get("task_id")
-        needs_task = card_type in _INTERACTIVE_CARDS or action_menu is not None
-        if task_id is None or task_id == "":
-            if needs_task:
-                raise ApiError(40058, "template_card.task_id is required for this card")
-            return None
-        if not isinstance(task_id, str) or not _TASK_ID_RE.match(task_id):
-            raise ApiError(40058, "template_card.task_id must be 1-128 characters of [0-9A-Za-z_-@]")
-        # The errcode for a reused task_id is not documented; 40058 with a clear message stands in.
-        if task_id in self._task_ids.get(agentid, set()):
-            raise ApiError(40058, f"template_card.task_id {task_id!r} already used by this app")
-        return task_id
-
-    @staticmethod
-    def _check_buttons(buttons: Any) -> None:
-        if not isinstance(buttons, list) or not 1 <= len(buttons) <= MAX_BUTTONS:
-            raise ApiError(40058, f"template_card.button_list needs 1 to {MAX_BUTTONS} buttons")
-        keys: set[str] = set()
-        for button in buttons:
-            if not isinstance(button, dict) or not button.get("text"):
-                raise ApiError(40058, "every button needs text")
-            if int(button.get("type", 0) or 0) == 1:
-                if not button.get("url"):
-                    raise ApiError(40058, "a url button needs url")
-                continue
-            key = button.get("key")
-            if not isinstance(key, str) or not key or len(key.encode()) > 1024:
-                raise ApiError(40058, "a callback button needs a key of at most 1024 bytes")
-            if key in keys:
-                raise ApiError(40058, f"button key {key!r} is not unique")
-            keys.add(key)
-            style = button.get("style")
-            if style is not None and style not in (1, 2, 3, 4):
-                raise ApiError(40058, "button style must be 1 to 4")
 
     def _recipients(self, data: JSON) -> tuple[list[str], list[str], list[str], list[str]]:
         def split(key: str) -> list[str]:

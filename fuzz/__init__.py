@@ -1,0 +1,1 @@
+"""Seeded mutation fuzzers for the callback path and the compliance linter (see README.md)."""
