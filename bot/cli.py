@@ -18,13 +18,6 @@ from bot.config import ConfigError, Settings, load_settings
 log = logging.getLogger("wecom_bot.cli")
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-
-
 class Context:
     """Lazily loaded settings and services for one command invocation."""
 
@@ -54,16 +47,67 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
+def _setup_logging(context: Context, level: str | None) -> None:
+    """Log as `[logging]` says; with a broken configuration, as text (the command then reports it)."""
+    from bot.logs import configure_logging, secrets_of
+
+    try:
+        settings = context.settings
+    except click.ClickException:
+        settings = Settings()
+    try:
+        configure_logging(settings.logging.format, level or settings.logging.level, secrets_of(settings))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--log-level") from None
+
+
+def _metrics_options(fn: Any) -> Any:
+    """--metrics-port / --metrics-host: serve this process's own /metrics."""
+    fn = click.option(
+        "--metrics-host", default=None, help="Address of the --metrics-port listener (default web.host)."
+    )(fn)
+    return click.option(
+        "--metrics-port",
+        type=click.IntRange(1, 65535),
+        default=None,
+        help="Serve this process's Prometheus metrics on this port (not with PROMETHEUS_MULTIPROC_DIR).",
+    )(fn)
+
+
+def _serve_metrics(services: Any, host: str | None, port: int | None) -> None:
+    """Start the --metrics-port listener, if one was asked for, until the command ends."""
+    if port is None:
+        return
+    from bot import metrics
+
+    settings = services.settings
+    if not settings.metrics.enabled:
+        raise click.ClickException("--metrics-port: metrics are disabled ([metrics] enabled = false)")
+    try:
+        server = metrics.serve_metrics(
+            host or settings.web.host, port, metrics.scrape_registry(services.db), settings.metrics.token
+        )
+    except ValueError as exc:
+        raise click.ClickException(f"--metrics-port: {exc}") from None
+    except OSError as exc:
+        raise click.ClickException(f"--metrics-port {port}: {exc.strerror or exc}") from None
+    click.get_current_context().call_on_close(server.shutdown)
+
+
 @click.group()
 @click.option(
     "--config", "config_path", type=click.Path(dir_okay=False), help="TOML settings file (or $BOT_CONFIG)."
 )
-@click.option("--log-level", default=lambda: os.environ.get("BOT_LOG_LEVEL", "info"), show_default="info")
+@click.option(
+    "--log-level",
+    default=lambda: os.environ.get("BOT_LOG_LEVEL"),
+    help="debug, info, warning, error or critical (default $BOT_LOG_LEVEL, else [logging] level).",
+)
 @click.pass_context
-def main(ctx: click.Context, config_path: str | None, log_level: str) -> None:
+def main(ctx: click.Context, config_path: str | None, log_level: str | None) -> None:
     """WeCom private-domain conversion bot."""
-    _setup_logging(log_level)
     ctx.obj = Context(config_path)
+    _setup_logging(ctx.obj, log_level)
 
 
 def _require_schema(services: Any) -> None:
@@ -139,14 +183,23 @@ def _wait_for_signal(stop: threading.Event) -> None:
 @click.option("--host", default=None, help="Listen address (default web.host).")
 @click.option("--port", type=int, default=None, help="Listen port (default web.port).")
 @click.option("--workers", type=int, default=1, show_default=True, help="Worker threads.")
+@_metrics_options
 @pass_ctx
-def run(ctx: Context, host: str | None, port: int | None, workers: int) -> None:
+def run(
+    ctx: Context,
+    host: str | None,
+    port: int | None,
+    workers: int,
+    metrics_port: int | None,
+    metrics_host: str | None,
+) -> None:
     """Run web and workers in one process (the embedded default)."""
     from bot.runtime import EmbeddedRuntime
 
     services = ctx.services()
     _require_schema(services)
     settings = services.settings
+    _serve_metrics(services, metrics_host, metrics_port)
     runtime = EmbeddedRuntime(services, host or settings.web.host, port or settings.web.port, workers=workers)
     runtime.start()
     click.echo(
@@ -173,6 +226,8 @@ def serve(ctx: Context, bind: str | None, workers: int, threads: int) -> None:
     settings = ctx.settings
     bind = bind or f"{settings.web.host}:{settings.web.port}"
 
+    from bot.metrics import gunicorn_child_exit, multiprocess_dir
+
     class _App(BaseApplication):
         def load_config(self) -> None:
             for key, value in {
@@ -182,6 +237,8 @@ def serve(ctx: Context, bind: str | None, workers: int, threads: int) -> None:
                 "accesslog": None,
             }.items():
                 self.cfg.set(key, value)
+            if multiprocess_dir():  # a web worker that exits leaves its metric files to the others
+                self.cfg.set("child_exit", gunicorn_child_exit)
 
         def load(self) -> Any:
             from bot.app import create_app
@@ -198,8 +255,11 @@ def serve(ctx: Context, bind: str | None, workers: int, threads: int) -> None:
 @click.option(
     "--dispatchers", type=int, default=1, show_default=True, help="Delivery sender threads (0 = none)."
 )
+@_metrics_options
 @pass_ctx
-def worker(ctx: Context, threads: int, dispatchers: int) -> None:
+def worker(
+    ctx: Context, threads: int, dispatchers: int, metrics_port: int | None, metrics_host: str | None
+) -> None:
     """Handle stored events and send queued deliveries until stopped."""
     from bot.campaigns.masssend import MASS_CHANNEL, MassTaskDispatcher
     from bot.delivery.dispatcher import DeliveryDispatcher
@@ -210,6 +270,7 @@ def worker(ctx: Context, threads: int, dispatchers: int) -> None:
 
     services = ctx.services()
     _require_schema(services)
+    _serve_metrics(services, metrics_host, metrics_port)
     stop = threading.Event()
     sender = DeliveryDispatcher(services.settings, services.db, services.coordinator, services.client)
     loops = [
@@ -245,13 +306,15 @@ def worker(ctx: Context, threads: int, dispatchers: int) -> None:
 
 
 @main.command()
+@_metrics_options
 @pass_ctx
-def scheduler(ctx: Context) -> None:
+def scheduler(ctx: Context, metrics_port: int | None, metrics_host: str | None) -> None:
     """Turn campaigns into runs on schedule; with several replicas one leads and the others stand by."""
     from bot.scheduler import SchedulerService, default_planner
 
     services = ctx.services()
     _require_schema(services)
+    _serve_metrics(services, metrics_host, metrics_port)
     if not services.settings.redis.url:
         log.warning("no [redis] url: this scheduler cannot see other replicas; run only one per database")
     service = SchedulerService(
@@ -400,6 +463,7 @@ def _register_commands() -> None:
     from bot.cli_leads import hookcodes, leads, members
     from bot.cli_ledger import ledger
     from bot.cli_lint import lint
+    from bot.cli_managers import managers
     from bot.cli_runs import runs, sending
     from bot.cli_scripts import scripts
     from bot.demo import demo
@@ -415,6 +479,7 @@ def _register_commands() -> None:
     main.add_command(ledger)
     main.add_command(members)
     main.add_command(lint)
+    main.add_command(managers)
     main.add_command(runs)
     main.add_command(scripts)
     main.add_command(sending)

@@ -135,6 +135,23 @@ class SchedulerSettings:
     lookback_h: int = 24
 
 
+@dataclass(frozen=True)
+class ConsoleSettings:
+    """The operator console: language, session cookie and the sign-in limits that stop password guessing."""
+
+    default_locale: str = "zh_Hans_CN"
+    # Set on TLS deployments so the session cookie is only ever sent over HTTPS.
+    secure_cookies: bool = False
+    session_lifetime_min: int = 480
+    # Wrong passwords in a row that lock an account, and for how long.
+    max_failed_logins: int = 5
+    lockout_min: int = 15
+    # Sign-in attempts one client address may make per window, whatever the account.
+    ip_max_attempts: int = 30
+    ip_window_min: int = 10
+    page_size: int = 25
+
+
 SCORE_KINDS = ("subscribed", "replied", "registered", "attended", "clicked", "intent")
 
 
@@ -212,6 +229,64 @@ class ScoringSettings:
         return frozenset(resolved)
 
 
+@dataclass(frozen=True)
+class HandoffSettings:
+    """Handing qualified leads to account managers: answer time, escalation, channel moves on accept."""
+
+    # Qualified leads are offered to an account manager automatically.
+    enabled: bool = True
+    # A manager who neither accepts nor declines within this many minutes loses the lead to the next one.
+    sla_minutes: int = 30
+    # After this many unanswered offers in a row the lead is offered to the last manager's supervisor.
+    escalate_after_misses: int = 2
+    # Intents (or their keywords) that make a lead's question advice-type: only licensed managers take it.
+    advice_intents: tuple[str, ...] = ("advice",)
+    # On accept: a kf conversation is transferred to the manager as its servicer.
+    kf_transfer: bool = True
+    # On accept: a contact owned by one of intake_members moves to the manager with transfer_customer
+    # (WeCom: completes after 24 h, customer may refuse, at most twice per customer per 90 days).
+    transfer_customer: bool = False
+    intake_members: tuple[str, ...] = ()
+    transfer_success_msg: str = ""
+    # How many of the lead's latest messages the brief quotes (masked).
+    brief_messages: int = 3
+    # Where members find their leads, quoted in notes to them (empty: the WeCom client).
+    console_url: str = ""
+
+    def advice_intent_names(self) -> frozenset[str]:
+        """The advice-type intents, with keywords resolved to their intent."""
+        from bot.kf.keywords import INTENTS
+
+        resolved: set[str] = set()
+        for item in self.advice_intents:
+            intent = item if item in INTENTS else next((n for n, ws in INTENTS.items() if item in ws), None)
+            if intent is None:
+                known = ", ".join(sorted(INTENTS))
+                raise ConfigError(
+                    f"handoff.advice_intents: {item!r} is neither an intent ({known})"
+                    " nor one of their keywords"
+                )
+            resolved.add(intent)
+        return frozenset(resolved)
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """The Prometheus endpoint `/metrics`: served or not, and the bearer token a scraper must send."""
+
+    enabled: bool = True
+    # Empty: no token asked (keep /metrics off the public network then).
+    token: str = ""
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    """Log lines: "text" for people, "json" for log collectors; the lowest level written."""
+
+    format: str = "text"
+    level: str = "info"
+
+
 def _pairs(where: str, items: tuple[str, ...]) -> dict[str, int]:
     parsed: dict[str, int] = {}
     for item in items:
@@ -242,6 +317,10 @@ class Settings:
     campaigns: CampaignSettings = field(default_factory=CampaignSettings)
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
+    handoff: HandoffSettings = field(default_factory=HandoffSettings)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
 
     def replace(self, **sections: Mapping[str, Any]) -> Settings:
         """Return a copy with some keys of some sections changed (used by tests and commands)."""
@@ -332,6 +411,32 @@ def _validate(settings: Settings) -> None:
     _validate_campaigns(settings.campaigns)
     _validate_scheduler(settings.scheduler)
     _validate_scoring(settings.scoring)
+    _validate_handoff(settings.handoff)
+    _validate_console(settings.console)
+    _validate_logging(settings.logging)
+
+
+CONSOLE_LOCALES = ("zh_Hans_CN", "en")
+
+
+def _validate_logging(g: LoggingSettings) -> None:
+    if g.format not in ("text", "json"):
+        raise ConfigError(f"logging.format: must be text or json, got {g.format!r}")
+    if g.level.lower() not in ("debug", "info", "warning", "error", "critical"):
+        raise ConfigError(f"logging.level: must be debug, info, warning, error or critical, got {g.level!r}")
+
+
+def _validate_console(c: ConsoleSettings) -> None:
+    if c.default_locale not in CONSOLE_LOCALES:
+        raise ConfigError(f"console.default_locale: must be one of {', '.join(CONSOLE_LOCALES)}")
+    if not 5 <= c.session_lifetime_min <= 7 * 24 * 60:
+        raise ConfigError("console.session_lifetime_min: must be 5 minutes to 7 days")
+    if c.max_failed_logins < 1 or c.lockout_min < 1:
+        raise ConfigError("console.max_failed_logins/lockout_min: must be at least 1")
+    if c.ip_max_attempts < 1 or c.ip_window_min < 1:
+        raise ConfigError("console.ip_max_attempts/ip_window_min: must be at least 1")
+    if not 5 <= c.page_size <= 200:
+        raise ConfigError("console.page_size: must be 5-200")
 
 
 def _validate_scoring(s: ScoringSettings) -> None:
@@ -351,6 +456,20 @@ def _validate_scoring(s: ScoringSettings) -> None:
         raise ConfigError(f"scoring.fit_platform_points: unknown platform {', '.join(unknown)}")
     s.experience_points()
     s.instant_intents()
+
+
+def _validate_handoff(h: HandoffSettings) -> None:
+    if h.sla_minutes < 1:
+        raise ConfigError("handoff.sla_minutes: must be at least 1 minute")
+    if h.escalate_after_misses < 1:
+        raise ConfigError("handoff.escalate_after_misses: must be at least 1")
+    if not 0 <= h.brief_messages <= 10:
+        raise ConfigError("handoff.brief_messages: must be 0-10")
+    if len(h.transfer_success_msg) > 200:
+        raise ConfigError("handoff.transfer_success_msg: at most 200 characters (WeCom's limit)")
+    if h.transfer_customer and not h.intake_members:
+        raise ConfigError("handoff.intake_members: name the intake members whose contacts may be transferred")
+    h.advice_intent_names()
 
 
 def _validate_scheduler(s: SchedulerSettings) -> None:

@@ -12,6 +12,7 @@ from sqlalchemy import Table
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from bot import metrics
 from bot.config import Settings
 from bot.coordination import Coordinator
 from bot.coordination.waker import CoalescingWaker
@@ -41,20 +42,21 @@ def envelope_encrypt(body: bytes) -> str:
     try:
         envelope = parse_xml(body)
     except XMLError as exc:
-        raise CallbackRejected(400, str(exc)) from None
+        raise CallbackRejected(400, str(exc), "bad_envelope") from None
     encrypt = envelope.get("Encrypt")
     if not isinstance(encrypt, str) or not encrypt:
-        raise CallbackRejected(400, "missing Encrypt")
+        raise CallbackRejected(400, "missing Encrypt", "bad_envelope")
     return encrypt
 
 
 class CallbackRejected(ValueError):
-    """A callback was refused; `status` is the HTTP status to answer with."""
+    """A callback was refused; `status` is the HTTP status to answer with, `code` a short metric label."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, code: str) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -107,43 +109,45 @@ class Ingestor:
 
     def _check_query(self, msg_signature: str, timestamp: str, nonce: str) -> None:
         if not (msg_signature and timestamp and nonce):
-            raise CallbackRejected(400, "missing msg_signature, timestamp or nonce")
+            raise CallbackRejected(400, "missing msg_signature, timestamp or nonce", "missing_params")
         if len(msg_signature) != 40 or len(nonce) > 64:
-            raise CallbackRejected(400, "malformed msg_signature or nonce")
+            raise CallbackRejected(400, "malformed msg_signature or nonce", "malformed_params")
         try:
             sent_at = int(timestamp)
         except ValueError:
-            raise CallbackRejected(400, "timestamp is not an integer") from None
+            raise CallbackRejected(400, "timestamp is not an integer", "malformed_params") from None
         skew = self.settings.wecom.max_clock_skew_s
         if skew and abs(int(self.clock()) - sent_at) > skew:  # int: a huge timestamp cannot overflow a float
-            raise CallbackRejected(403, "timestamp outside the allowed window")
+            raise CallbackRejected(403, "timestamp outside the allowed window", "stale_timestamp")
 
     def _open(self, msg_signature: str, timestamp: str, nonce: str, encrypt: str) -> str:
         if not self.crypto.verify(msg_signature, timestamp, nonce, encrypt):
-            raise CallbackRejected(403, "signature mismatch")
+            raise CallbackRejected(403, "signature mismatch", "bad_signature")
         try:
             return self.crypto.decrypt(encrypt)
         except CryptoError as exc:
-            raise CallbackRejected(403 if "receive id" in str(exc) else 400, str(exc)) from None
+            if "receive id" in str(exc):
+                raise CallbackRejected(403, str(exc), "wrong_receiver") from None
+            raise CallbackRejected(400, str(exc), "decrypt_failed") from None
 
     def verify_url(self, msg_signature: str, timestamp: str, nonce: str, echostr: str) -> str:
         """Answer WeCom's GET URL check with the decrypted echostr."""
         self._check_query(msg_signature, timestamp, nonce)
         if not echostr:
-            raise CallbackRejected(400, "missing echostr")
+            raise CallbackRejected(400, "missing echostr", "missing_params")
         return self._open(msg_signature, timestamp, nonce, echostr)
 
     def decode(self, msg_signature: str, timestamp: str, nonce: str, body: bytes) -> tuple[Event, str]:
         """Authenticate and decrypt a POST body into a typed event and its plaintext XML."""
         self._check_query(msg_signature, timestamp, nonce)
         if len(body) > self.settings.web.max_body_bytes:
-            raise CallbackRejected(413, "body too large")
+            raise CallbackRejected(413, "body too large", "too_large")
         encrypt = envelope_encrypt(body)
         plaintext = self._open(msg_signature, timestamp, nonce, encrypt)
         try:
             fields = parse_xml(plaintext)
         except XMLError as exc:
-            raise CallbackRejected(400, f"decrypted payload: {exc}") from None
+            raise CallbackRejected(400, f"decrypted payload: {exc}", "bad_payload") from None
         try:
             event = parse_event(fields)
         except EventError as exc:
@@ -177,7 +181,9 @@ class Ingestor:
         with self._engine.begin() as conn:
             row = conn.execute(self._insert, values).first()
         if row is None:
+            metrics.callback_received(event.kind, "duplicate")
             return IngestResult(stored=False, event_id=None, kind=event.kind, dedupe_key=key)
+        metrics.callback_received(event.kind, "stored")
         self._waker.wake()
         return IngestResult(stored=True, event_id=int(row[0]), kind=event.kind, dedupe_key=key)
 

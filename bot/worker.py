@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -9,12 +10,13 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, or_, select, update
 
+from bot import logs, metrics
 from bot.config import Settings
 from bot.coordination import Coordinator
 from bot.db import Database
@@ -41,6 +43,8 @@ class Outcome:
     status: str
     handler: str | None = None
     error: str | None = None
+    # The route that took the event, or failed on it (for metrics): "none" when nothing matched.
+    route: str = field(default="none", compare=False)
 
 
 def backoff_delay(attempt: int, base_s: float, max_s: float, rng: random.Random | None = None) -> float:
@@ -121,6 +125,20 @@ class Worker:
 
     def process(self, event_id: int, event: Event | None = None) -> Outcome:
         """Run the handler for one claimed event; its effects and the status commit together."""
+        started = time.perf_counter()
+        with logs.event_context(event_id):
+            outcome = self._process(event_id, event)
+        metrics.handler_time(outcome.route, outcome.status, time.perf_counter() - started, "single")
+        metrics.events_handled(outcome.route, outcome.status)
+        return outcome
+
+    def _route_name(self, event: Event | None) -> str:
+        if event is None:
+            return "unparsed"
+        route = self.dispatcher.match(event)
+        return route.name if route is not None else "none"
+
+    def _process(self, event_id: int, event: Event | None) -> Outcome:
         try:
             with self.db.transaction() as session:
                 row = session.get(InboundEvent, event_id, with_for_update=True)
@@ -143,10 +161,11 @@ class Worker:
                 row.processed_at = now
                 row.lease_until = None
                 row.last_error = None
-                outcome = Outcome(event_id, row.status, handler)
+                outcome = Outcome(event_id, row.status, handler, route=handler or "none")
         except Exception as exc:
             log.exception("event %s failed", event_id)
-            return self._record_failure(event_id, f"{type(exc).__name__}: {exc}"[:2000])
+            failure = self._record_failure(event_id, f"{type(exc).__name__}: {exc}"[:2000])
+            return dataclasses.replace(failure, route=self._route_name(event))
         self._after_commit([ctx])
         return outcome
 
@@ -157,6 +176,19 @@ class Worker:
         so one bad event cannot hold back the others.
         """
         ids = [event_id for event_id, _event in items]
+        started = time.perf_counter()
+        with logs.event_context(ids):
+            outcomes = self._process_batch(route, items, ids)
+        # A failed batch is timed here; its events are counted when they are processed one by one.
+        elapsed = time.perf_counter() - started
+        metrics.handler_time(route.name, "failed" if outcomes is None else EventStatus.DONE, elapsed, "batch")
+        for outcome in outcomes or ():
+            metrics.events_handled(route.name, outcome.status)
+        return outcomes
+
+    def _process_batch(
+        self, route: Route, items: Sequence[tuple[int, Event]], ids: list[int]
+    ) -> list[Outcome] | None:
         try:
             with self.db.transaction() as session:
                 stmt = select(InboundEvent).where(InboundEvent.id.in_(ids)).with_for_update()
@@ -192,6 +224,7 @@ class Worker:
                 event_id,
                 EventStatus.DONE if event_id in done else "lost-lease",
                 name if event_id in done else None,
+                route=name,
             )
             for event_id in ids
         ]

@@ -8,9 +8,10 @@ from bot.routing.router import ErrorHook
 
 def routers() -> list[Router]:
     """Return every feature router in priority order (imported lazily: no work at import time)."""
-    from handlers import contacts, kf
+    from handlers import contacts, handoff, kf
 
-    return [contacts.router, kf.router]
+    # handoff comes first: its transfer_fail handler also records what contacts would.
+    return [handoff.router, contacts.router, kf.router]
 
 
 def build_dispatcher(on_error: ErrorHook | None = None) -> Dispatcher:

@@ -11,11 +11,13 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bot.campaigns.courses import register, upcoming_course
 from bot.delivery.outbox import cancel_pending
+from bot.handoff.flow import Desk, offer
 from bot.kf import KF_WAKE_CHANNEL
 from bot.kf.keywords import intents_in, is_register, is_subscribe, is_unsubscribe
 from bot.kf.replies import conversation, customer_spoke, send_kf_text
 from bot.kf.risk import record_inbound_risk
 from bot.leads.attribution import Arrival, record_arrival
+from bot.leads.scoring import evaluate
 from bot.leads.welcome import message_values, queue_welcome, welcome_deadline
 from bot.routing import Filter, HandlerContext, Router
 from bot.wecom.events import (
@@ -107,6 +109,15 @@ def _inbound(event: KfCustomerMessage, ctx: HandlerContext) -> tuple[KfConversat
     return conv, _lead(ctx, event.external_userid)
 
 
+def _qualify(ctx: HandlerContext, lead: Lead) -> None:
+    """Score what the lead just did; a lead that now qualifies is offered to an account manager."""
+    evaluation = evaluate(ctx.session, lead, ctx.now, settings=ctx.settings.scoring)
+    if evaluation.change is not None and ctx.settings.handoff.enabled:
+        desk = Desk(ctx.session, ctx.settings, ctx.now, ctx.queue)
+        if offer(desk, lead, evaluation.reason or "qualified") is None:
+            ctx.audit("handoff.waiting", f"lead:{lead.external_user_id}", why="no eligible manager free now")
+
+
 def _purpose(event: KfCustomerMessage) -> str:
     return f"kf_reply:{event.open_kfid}:{event.msgid}"
 
@@ -143,6 +154,7 @@ def subscribe(event: Event, ctx: HandlerContext) -> None:
     was_opted_out = lead.opted_out
     lead.subscribed, lead.opted_out, lead.updated_at = True, False, ctx.now
     ctx.audit("lead.subscribe", f"lead:{lead.external_user_id}", via="kf", was_opted_out=was_opted_out)
+    _qualify(ctx, lead)
     send_kf_text(
         ctx,
         conv,
@@ -163,6 +175,7 @@ def register_for_course(event: Event, ctx: HandlerContext) -> None:
     if course is not None:
         register(ctx.session, course, lead, "kf", ctx.now)
         script_key = "course_registered"
+        _qualify(ctx, lead)
     send_kf_text(
         ctx, conv, lead, purpose_key=_purpose(event), script_key=script_key, values=message_values(ctx, lead)
     )
@@ -206,6 +219,7 @@ def customer_text(event: Event, ctx: HandlerContext) -> None:
                 event_id=ctx.event_id,
             )
         )
+    _qualify(ctx, lead)
     send_kf_text(
         ctx, conv, lead, purpose_key=_purpose(event), script_key="fallback", values=message_values(ctx, lead)
     )

@@ -22,6 +22,7 @@ from models.campaigns import (
 )
 from models.contacts import ContactRelation, RelationStatus
 from models.deliveries import Channel, Delivery, DeliveryStatus
+from models.handoff import AccountManager, Handoff, HandoffStatus
 from models.inbox import EventStatus, InboundEvent
 from models.kf import InboundRiskHit, IntentSignal, KfConversation, KfCursor
 from models.leads import PLATFORM_NAMES, CorpTag, HookCode, Lead, LeadTag, LeadTouch, Member, Platform
@@ -32,6 +33,7 @@ from models.users import Role, User
 
 __all__ = [
     "PLATFORM_NAMES",
+    "AccountManager",
     "Alert",
     "Approval",
     "Audience",
@@ -51,6 +53,8 @@ __all__ = [
     "Delivery",
     "DeliveryStatus",
     "EventStatus",
+    "Handoff",
+    "HandoffStatus",
     "HookCode",
     "InboundEvent",
     "InboundRiskHit",

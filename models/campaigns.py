@@ -160,6 +160,7 @@ class RunRecipient(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "lead_id", name="uq_run_recipients_run_lead"),
         Index("ix_run_recipients_lead", "lead_id"),
+        Index("ix_run_recipients_mass_task", "mass_task_id"),  # a task's recipients, found by index
     )
 
 

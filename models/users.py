@@ -32,3 +32,7 @@ class User(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     wecom_userid: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Console sign-in: consecutive wrong passwords, the lockout they caused, the last success.
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

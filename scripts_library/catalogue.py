@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session, SessionTransaction
 
+from bot import metrics
 from bot.config import ComplianceSettings
 from models.alerts import Alert
 from models.audit import AuditEntry
@@ -390,6 +391,7 @@ def compose(
     script, version, approval = sendable(session, key, at)
     text = render(version.body, script.kind, values)
     result = lint(text, kind=script.kind, policy=policy)
+    metrics.lint_verdict(result.verdict)
     if result.blocked:
         rules = sorted({f.rule_id for f in result.findings if f.severity == "block"})
         session.add(

@@ -28,7 +28,7 @@ from bot.wecom.errors import ErrorKind, WeComAPIError
 from bot.wecom.simulator import SimulationError, Simulator, SimulatorConfig
 from models.alerts import Alert
 from models.base import utcnow
-from models.campaigns import Campaign, CampaignRun, CampaignStatus, MassTask, MassTaskStatus
+from models.campaigns import Campaign, CampaignRun, CampaignStatus, MassTask, MassTaskStatus, RunRecipient
 from models.deliveries import Channel, Delivery, DeliveryStatus
 from models.leads import Lead
 from models.ledger import LedgerEntry
@@ -131,6 +131,16 @@ def plan(
                 params={"mass_task_id": task.id}, now=now, **delivery,
             )  # fmt: skip
             task.text, task.script_version, task.approval_id = row.text, row.script_version, row.approval_id
+            lead = session.scalars(select(Lead).where(Lead.external_user_id == ext)).first()
+            if lead is None:
+                lead = Lead(external_user_id=ext, subscribed=True)
+                session.add(lead)
+            session.flush()
+            session.add(
+                RunRecipient(
+                    run_id=run.id, lead_id=lead.id, channel="mass", delivery_id=row.id, mass_task_id=task.id
+                )
+            )
         return task.id
 
 

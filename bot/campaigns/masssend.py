@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from urllib3.exceptions import NewConnectionError
 from wechatpy.exceptions import WeChatClientException
 
+from bot import metrics
 from bot.campaigns.controls import run_hold, sending_stopped
 from bot.config import Settings
 from bot.coordination import Coordinator
@@ -44,7 +45,7 @@ from bot.worker import backoff_delay
 from models.alerts import Alert
 from models.audit import AuditEntry
 from models.base import utcnow
-from models.campaigns import Campaign, CampaignRun, MassTask, MassTaskStatus
+from models.campaigns import Campaign, CampaignRun, MassTask, MassTaskStatus, RunRecipient
 from models.deliveries import Channel, Delivery, DeliveryStatus
 from models.leads import Lead, Member
 from scripts_library import ledger
@@ -149,10 +150,10 @@ class _Seen:
 
 
 def recipients_of(task_id: int) -> ColumnElement[bool]:
-    """The deliveries that are one task's recipients."""
+    """The deliveries that are one task's recipients (through the run-recipient index, not a scan)."""
     return and_(
+        Delivery.id.in_(select(RunRecipient.delivery_id).where(RunRecipient.mass_task_id == task_id)),
         Delivery.channel == Channel.MASS_TEMPLATE,
-        Delivery.params["mass_task_id"].as_integer() == task_id,
     )
 
 
@@ -748,6 +749,7 @@ class MassTaskDispatcher:
     ) -> None:
         """Give one recipient its outcome and append it to the ledger."""
         row.status, row.error, row.errcode, row.lease_until = status, error, errcode, None
+        metrics.delivery_outcome(session, row.channel, status)
         if sent_at is not None:
             row.sent_at = sent_at
         if row.ledger_seq is not None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import and_, select, update
 
+from bot import metrics
 from bot.campaigns.controls import CAMPAIGN_HOLD_S, KillSwitch, run_hold
 from bot.config import Settings
 from bot.coordination import Coordinator
@@ -202,6 +203,7 @@ class DeliveryDispatcher:
         row.status = DeliveryStatus.UNKNOWN
         row.error = "sender stopped during the API call; delivery not confirmed"
         row.lease_until = None
+        metrics.delivery_outcome(session, row.channel, DeliveryStatus.UNKNOWN)
         session.add(
             Alert(
                 raised_at=now,
@@ -232,6 +234,7 @@ class DeliveryDispatcher:
                 row.next_attempt_at = now + timedelta(seconds=CAMPAIGN_HOLD_S)
                 row.attempts -= 1
                 row.error = f"held: {held}"
+                metrics.delivery_outcome(session, row.channel, "held")
                 return SendOutcome(delivery_id, "held")
             session.expunge(row)
         result = _Result(row, DeliveryStatus.CANCELLED, error=refusal) if refusal else self._attempt(row)
@@ -352,7 +355,11 @@ class DeliveryDispatcher:
                     or current.status != DeliveryStatus.SENDING
                 ):
                     outcomes.append(SendOutcome(r.row.id, "lost-lease"))
+                    metrics.delivery_outcome(session, r.row.channel, "lost-lease")
                     continue
+                # A message put back in the queue (rate limit, transient error, kill switch) is "requeued".
+                requeue = r.status == DeliveryStatus.QUEUED
+                metrics.delivery_outcome(session, current.channel, "requeued" if requeue else r.status)
                 current.status = r.status
                 current.lease_until = None
                 current.errcode = r.errcode

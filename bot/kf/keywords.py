@@ -36,6 +36,18 @@ INTENTS: dict[str, tuple[str, ...]] = {
     "how_to_buy": ("怎么买", "如何买", "怎么购买", "在哪买", "哪里买"),
     "margin": ("两融", "融资融券"),
     "transfer": ("转户", "转托管"),
+    # Asking what to buy or where the market goes: only a licensed adviser may answer.
+    "advice": (
+        "荐股",
+        "推荐股票",
+        "推荐一只",
+        "买哪只",
+        "哪只股票",
+        "能不能买",
+        "该不该买",
+        "后市",
+        "投资建议",
+    ),
 }
 
 _EDGE = re.compile(r"^[\s\W_]+|[\s\W_]+$", re.UNICODE)

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from bot.handoff.flow import silenced
 from bot.routing import HandlerContext
 from models.deliveries import Channel, Delivery, DeliveryStatus
 from models.kf import KfConversation
@@ -50,6 +51,8 @@ def refusal(
     """Why a kf/send_msg reply may not go out now, or None when it may."""
     if lead is not None and lead.opted_out and not allow_opted_out:
         return "opted_out: the customer unsubscribed"
+    if not allow_opted_out and silenced(lead):
+        return "manager_accepted: an account manager has taken this customer over"
     if conv.last_customer_msg_at is None:
         return "no_window: the customer has not sent a message"
     if now >= conv.last_customer_msg_at + WINDOW - WINDOW_MARGIN:

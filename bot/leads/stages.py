@@ -6,9 +6,11 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from models.audit import AuditEntry
+from models.handoff import AccountManager, Handoff, HandoffStatus
 from models.leads import Lead
 from models.scoring import StageChange
 
@@ -43,6 +45,9 @@ _FORWARD: dict[Stage, frozenset[Stage]] = {
     Stage.LOST: frozenset({Stage.ENGAGED, Stage.NURTURED}),
     Stage.OPTED_OUT: frozenset({Stage.ENGAGED}),
 }
+
+# Leaving for one of these ends the lead's open handoff and frees the manager's slot.
+ENDS_HANDOFF = frozenset({Stage.CONVERTED, Stage.LOST, Stage.OPTED_OUT})
 
 ALLOWED: dict[Stage, frozenset[Stage]] = {
     stage: frozenset(targets | (ANYWHERE - {stage})) for stage, targets in _FORWARD.items()
@@ -86,6 +91,8 @@ def transition(session: Session, lead: Lead, to: str, actor: str, reason: str, n
         lead_id=lead.id, from_stage=current.value, to_stage=target.value, at=now, actor=actor, reason=reason
     )
     session.add(change)
+    if target in ENDS_HANDOFF:
+        _end_open_handoff(session, lead, target, now)
     session.add(
         AuditEntry(
             at=now,
@@ -97,3 +104,22 @@ def transition(session: Session, lead: Lead, to: str, actor: str, reason: str, n
     )
     session.flush()
     return change
+
+
+def _end_open_handoff(session: Session, lead: Lead, target: Stage, now: datetime) -> None:
+    """Close (accepted) or cancel (still offered) the lead's open handoff and give the slot back."""
+    stmt = select(Handoff).where(Handoff.open_lead_id == lead.id).with_for_update()
+    handoff = session.scalars(stmt).first()
+    if handoff is None:
+        return
+    accepted = handoff.status == HandoffStatus.ACCEPTED
+    handoff.status = HandoffStatus.CLOSED if accepted else HandoffStatus.CANCELLED
+    handoff.open_lead_id, handoff.due_at, handoff.closed_at = None, None, now
+    handoff.note = f"lead {target.value}"
+    m = AccountManager
+    session.execute(
+        update(m)
+        .where(m.userid == handoff.manager_userid, m.open_count > 0)
+        .values(open_count=m.open_count - 1)
+        .execution_options(synchronize_session=False)
+    )

@@ -14,6 +14,7 @@ from bot.leads.scoring import label
 from models.audit import AuditEntry
 from models.campaigns import Course, CourseAttendance, CourseRegistration
 from models.deliveries import Delivery
+from models.handoff import Handoff, HandoffStatus
 from models.inbox import InboundEvent
 from models.leads import Lead, LeadTag, LeadTouch
 from models.scoring import ScoreEvent, StageChange
@@ -24,7 +25,7 @@ class TimelineItem:
     """One thing that happened to a lead."""
 
     at: datetime
-    kind: str  # inbound | touch | tag | course | score | stage | outbound | audit
+    kind: str  # inbound | touch | tag | course | score | stage | handoff | outbound | audit
     summary: str
 
 
@@ -35,6 +36,44 @@ def _inbound_summary(row: InboundEvent) -> str:
     if "event" in p and isinstance(p["event"], dict):
         return f"kf event {p['event'].get('event_type', '')}"
     return f"{row.kind} {p.get('ChangeType', '')}".strip()
+
+
+def _handoff_items(handoff: Handoff) -> list[TimelineItem]:
+    """Offered (or escalated), then how it ended, then how the conversation moved."""
+    who = handoff.manager_userid
+    verb = "escalated to supervisor" if handoff.escalated else "offered to"
+    due = f", answer due {handoff.due_at:%Y-%m-%d %H:%M}Z" if handoff.due_at is not None else ""
+    items = [
+        TimelineItem(
+            handoff.offered_at,
+            "handoff",
+            f"handoff #{handoff.id} {verb} {who} (attempt {handoff.attempt}){due}: {handoff.reason}",
+        )
+    ]
+    ended = handoff.responded_at or handoff.closed_at
+    if handoff.status == HandoffStatus.ACCEPTED or (
+        handoff.status == HandoffStatus.CLOSED and handoff.responded_at
+    ):
+        assert handoff.responded_at is not None
+        items.append(
+            TimelineItem(handoff.responded_at, "handoff", f"handoff #{handoff.id} accepted by {who}")
+        )
+    if handoff.status == HandoffStatus.DECLINED and ended is not None:
+        items.append(
+            TimelineItem(ended, "handoff", f"handoff #{handoff.id} declined by {who}: {handoff.note}")
+        )
+    if handoff.status == HandoffStatus.TIMED_OUT and handoff.closed_at is not None:
+        items.append(
+            TimelineItem(handoff.closed_at, "handoff", f"handoff #{handoff.id} timed out: {handoff.note}")
+        )
+    if handoff.status in (HandoffStatus.CLOSED, HandoffStatus.CANCELLED) and handoff.closed_at is not None:
+        summary = f"handoff #{handoff.id} {handoff.status}: {handoff.note}"
+        items.append(TimelineItem(handoff.closed_at, "handoff", summary))
+    if handoff.channel_action and handoff.responded_at is not None:
+        detail = f" ({handoff.channel_detail})" if handoff.channel_detail else ""
+        summary = f"handoff #{handoff.id} {handoff.channel_action}: {handoff.channel_status}{detail}"
+        items.append(TimelineItem(handoff.responded_at, "handoff", summary))
+    return items
 
 
 def timeline(session: Session, external_user_id: str, limit: int = 500) -> list[TimelineItem]:
@@ -78,6 +117,8 @@ def timeline(session: Session, external_user_id: str, limit: int = 500) -> list[
         for scored in session.scalars(select(ScoreEvent).where(ScoreEvent.lead_id == lead.id)):
             summary = f"+{scored.points} {label(scored.kind, scored.detail)} ({scored.kind})"
             items.append(TimelineItem(scored.at, "score", summary))
+        for handoff in session.scalars(select(Handoff).where(Handoff.lead_id == lead.id)):
+            items.extend(_handoff_items(handoff))
         for change in session.scalars(select(StageChange).where(StageChange.lead_id == lead.id)):
             summary = f"stage {change.from_stage} → {change.to_stage} by {change.actor}: {change.reason}"
             items.append(TimelineItem(change.at, "stage", summary))

@@ -48,6 +48,7 @@ from sqlalchemy.orm import Session
 from bot.config import Settings
 from bot.coordination.base import Coordinator
 from bot.db import Database
+from bot.handoff.sla import default_handoff_sweep
 from bot.scheduler.leader import Leadership
 from bot.scheduler.occurrences import Schedule, ScheduleError, is_occurrence, next_occurrence
 from bot.trading_calendar import SHANGHAI, TradingCalendar
@@ -140,6 +141,7 @@ class SchedulerService:
         instance_id: str | None = None,
         clock: Callable[[], datetime] = utcnow,
         run_jobs: bool = True,
+        handoff_sweep: Callable[[datetime], object] | None = None,
     ) -> None:
         self.config = settings.scheduler
         self.db = db
@@ -158,6 +160,8 @@ class SchedulerService:
         self._warned: set[tuple[int, str]] = set()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        # Handoff SLA: time-outs, waiting leads, WeCom calls; run by the leader on every tick.
+        self._handoff_sweep = handoff_sweep or default_handoff_sweep(settings, db, coordinator)
 
     # --- leadership ---------------------------------------------------------------------------
 
@@ -193,7 +197,16 @@ class SchedulerService:
             except Exception:
                 log.exception("scheduler %s: reconciliation failed; retrying next round", self.instance_id)
             self._next_reconcile = time.monotonic() + self.config.reconcile_s
+        if ok:
+            self.sweep_handoffs()
         return ok
+
+    def sweep_handoffs(self, now: datetime | None = None) -> None:
+        """Time out unanswered handoff offers, offer waiting leads and make due WeCom calls; never raises."""
+        try:
+            self._handoff_sweep(now or self._clock())
+        except Exception:
+            log.exception("scheduler %s: handoff sweep failed; retrying next tick", self.instance_id)
 
     def run_forever(self, stop: threading.Event) -> None:
         """Stand by or lead until `stop` is set, then stop scheduling and release leadership."""

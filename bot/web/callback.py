@@ -6,6 +6,7 @@ import logging
 
 from flask import Blueprint, Response, current_app, request
 
+from bot import metrics
 from bot.ingest import CallbackRejected, Ingestor
 
 bp = Blueprint("callback", __name__)
@@ -19,6 +20,7 @@ def _ingestor() -> Ingestor | None:
 
 def _reject(exc: CallbackRejected) -> Response:
     log.warning("callback rejected: %s (%s)", exc.reason, request.remote_addr)
+    metrics.callback_rejected(exc.code)
     return Response(exc.reason, status=exc.status, mimetype="text/plain")
 
 
@@ -35,6 +37,7 @@ def verify_url() -> Response:
         )
     except CallbackRejected as exc:
         return _reject(exc)
+    metrics.callback_received("url_verification", "verified")
     return Response(echo, mimetype="text/plain")
 
 
@@ -43,9 +46,11 @@ def receive() -> Response:
     """Persist the callback, then acknowledge; handlers run later in a worker."""
     ingestor = _ingestor()
     if ingestor is None:
+        metrics.callback_rejected("not_configured")
         return Response("callback not configured", status=503, mimetype="text/plain")
     length = request.content_length
     if length is not None and length > ingestor.settings.web.max_body_bytes:
+        metrics.callback_rejected("too_large")
         return Response("body too large", status=413, mimetype="text/plain")
     a = request.args
     try:

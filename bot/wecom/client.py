@@ -16,7 +16,9 @@ from wechatpy.enterprise import WeChatClient
 from wechatpy.exceptions import WeChatClientException
 from wechatpy.session import SessionStorage
 
+from bot import metrics
 from bot.coordination.base import Coordinator
+from bot.logs import redact
 from bot.wecom.errors import ErrorKind, WeComAPIError
 
 if TYPE_CHECKING:
@@ -63,8 +65,9 @@ def _transport_error(api: str, exc: requests.RequestException) -> WeComAPIError:
     response = getattr(exc, "response", None)
     status = getattr(response, "status_code", None)
     if status is None:
+        # requests names the URL in its message, and with it the access_token (or corpsecret).
         return WeComAPIError(
-            -1, f"network error: {exc.__class__.__name__}: {exc}", api, kind=ErrorKind.TRANSIENT
+            -1, f"network error: {exc.__class__.__name__}: {redact(str(exc))}", api, kind=ErrorKind.TRANSIENT
         )
     return _http_status_error(api, int(status))
 
@@ -339,17 +342,19 @@ class WeComClient:
         payload: dict[str, Any] | None,
     ) -> dict[str, Any]:
         path = api_path.strip("/").removeprefix("cgi-bin/")
-        client = self._app_client(app, path)
-        token = client.access_token
-        try:
-            return self._request_once(client, method, path, params, payload, token)
-        except WeComAPIError as exc:
-            if exc.kind is not ErrorKind.TOKEN:
-                raise
-            log.warning("WeCom %s: %s; refetching the token and retrying once", path, exc.errmsg)
-        client.invalidate(token)
-        # A token error on the retry (or from gettoken itself) propagates: never loop on it.
-        return self._request_once(client, method, path, params, payload, client.access_token)
+        with metrics.wecom_api_call(path):
+            client = self._app_client(app, path)
+            token = client.access_token
+            try:
+                return self._request_once(client, method, path, params, payload, token)
+            except WeComAPIError as exc:
+                if exc.kind is not ErrorKind.TOKEN:
+                    raise
+                metrics.wecom_api_error(path, exc.errcode)
+                log.warning("WeCom %s: %s; refetching the token and retrying once", path, exc.errmsg)
+            client.invalidate(token)
+            # A token error on the retry (or from gettoken itself) propagates: never loop on it.
+            return self._request_once(client, method, path, params, payload, client.access_token)
 
     def _request_once(
         self,
