@@ -242,6 +242,8 @@ def test_an_ignored_card_is_reassigned_on_time(desk: Desk, sim: Simulator) -> No
     assert ended.status == "timed_out" and second.status == "offered"
     assert second.manager_userid == ({"lisi", "wangwu"} - {first_manager}).pop()
     assert second.task_id is not None and sim.card_state(second.manager_userid, second.task_id) is not None
+    ignored = sim.card_state(first_manager, first.task_id)  # updated with the code of its send
+    assert ignored is not None and ignored.replace_name == "已超时转派"
     with desk.services.db.read() as session:
         sent = session.scalars(
             select(Delivery.status).where(Delivery.purpose_key == f"handoff:{second.id}:card")

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from bot.config import Settings
 from bot.db import Database
 from bot.delivery.outbox import enqueue
-from bot.handoff import commands
+from bot.handoff import commands, flow
 from bot.handoff.actions import HandoffCalls
 from bot.handoff.flow import Desk, accept, decline, offer, silenced, time_out
 from bot.handoff.managers import ManagerFields, add_manager
@@ -484,6 +484,23 @@ def test_converted_by_command_closes_the_handoff_and_frees_the_slot(
         row.stage == "converted" and handoff.status == HandoffStatus.CLOSED and handoff.open_lead_id is None
     )
     assert session.get(AccountManager, "a").open_count == 0  # type: ignore[union-attr]
+
+
+def test_a_typed_answer_updates_the_card_with_the_code_of_its_send_once(
+    session: Session, hsettings: Settings
+) -> None:
+    manager(session, "a", capacity=1)
+    handoff = qualify(session, hsettings, _intent_lead(session, "wm1"))
+    assert handoff is not None
+    card = session.scalars(select(Delivery).where(Delivery.purpose_key == flow.card_key(handoff.id))).one()
+    card.params = {**card.params, "response_code": "SENT1"}  # as the dispatcher stores it after the send
+    d = desk(session, hsettings, NOW + MIN)
+    commands.run(d, "a", commands.parse(f"接受 {handoff.id}"))  # type: ignore[arg-type]
+    assert (handoff.card_response_code, handoff.card_replace_name) == ("SENT1", "已接受")
+    assert "response_code" not in card.params  # single use: taken by this update
+    handoff.card_response_code = None  # the update went out
+    commands.run(d, "a", commands.parse(f"接受 {handoff.id}"))  # type: ignore[arg-type]
+    assert handoff.card_response_code is None  # nothing left to update it with
 
 
 def test_commands_parse_only_what_managers_type() -> None:

@@ -185,8 +185,14 @@ def child_plan(url: str, run_id: int, profile: str | None) -> dict[str, Any]:
             "counts": plan.counts, "tasks": len(plan.tasks)}  # fmt: skip
 
 
-def child_baseline(url: str, leads: int, members: int, chunk: int) -> dict[str, Any]:
-    """Time a plain executemany INSERT of `leads` delivery rows and ledger rows, values precomputed."""
+def child_baseline(
+    url: str, leads: int, members: int, chunk: int, method: str = "executemany"
+) -> dict[str, Any]:
+    """Time a plain bulk write of `leads` delivery rows and ledger rows, values precomputed.
+
+    `executemany` is the baseline; `copy` writes the same rows with COPY: the floor of any planner that
+    has to write them.
+    """
     from scripts_library.ledger import GENESIS_HASH, compute_hash
 
     db = Database(DatabaseSettings(url=url))
@@ -207,6 +213,9 @@ def child_baseline(url: str, leads: int, members: int, chunk: int) -> dict[str, 
     not_due = dt.datetime(9999, 12, 31, tzinfo=dt.UTC)
     content_hash = "c" * 64
     raw = db.engine.raw_connection()
+    with raw.cursor() as cur:  # the other method's rows (not timed)
+        cur.execute("TRUNCATE baseline_deliveries, baseline_send_ledger")
+    raw.commit()
     before = rss_mb()
     timed = 0.0
     prev = GENESIS_HASH
@@ -230,10 +239,20 @@ def child_baseline(url: str, leads: int, members: int, chunk: int) -> dict[str, 
                 entries.append((*fields.values(), prev, entry_hash))
                 prev = entry_hash
             started = time.perf_counter()
-            cur = raw.cursor()
-            cur.executemany(d_sql, deliveries)
-            cur.executemany(l_sql, entries)
-            cur.close()
+            if method == "copy":
+                driver = raw.driver_connection
+                assert driver is not None
+                with driver.cursor() as cur:
+                    for table, cols, rows in (("baseline_deliveries", d_cols, deliveries),
+                                              ("baseline_send_ledger", l_cols, entries)):  # fmt: skip
+                        with cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
+                            for row in rows:
+                                copy.write_row(row)
+            else:
+                cur = raw.cursor()
+                cur.executemany(d_sql, deliveries)
+                cur.executemany(l_sql, entries)
+                cur.close()
             raw.commit()
             timed += time.perf_counter() - started
     finally:
@@ -332,12 +351,14 @@ def render(
         "delivery rows, hash-chained ledger rows, mass-send tasks of up to 10,000). Baseline = psycopg "
         f"`executemany` of the same number of delivery rows and ledger rows (same columns, values "
         f"precomputed and not timed), {args.chunk:,} rows of each per transaction, into copies of the two "
-        "tables with the same indexes. Peak RSS = `getrusage(RUSAGE_SELF).ru_maxrss` of the phase's own "
+        "tables with the same indexes. COPY = the same rows written with COPY instead, right after: the "
+        "floor of any planner that must write them (the planner also writes one run-recipient row per "
+        "lead). Peak RSS = `getrusage(RUSAGE_SELF).ru_maxrss` of the phase's own "
         "process, interpreter and imports included.",
         "",
-        "| leads | baseline s | planner s | ratio | planner µs/lead | planner peak RSS MB (at start) "
-        "| baseline peak RSS MB | rows written (checked) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| leads | baseline s | COPY s | planner s | ratio | planner µs/lead "
+        "| planner peak RSS MB (at start) | baseline peak RSS MB | rows written (checked) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     met = True
     for r in results:
@@ -357,7 +378,8 @@ def render(
             f"{c['send_ledger']:,} ledger, {c['mass_tasks']} tasks ({'ok' if ok else '**wrong**'}{verified})"
         )
         lines.append(
-            f"| {r['leads']:,} | {base['wall_s']:.1f} | {plan['wall_s']:.1f} | {ratio:.2f}x | "
+            f"| {r['leads']:,} | {base['wall_s']:.1f} | {r['copy']['wall_s']:.1f} | {plan['wall_s']:.1f} | "
+            f"{ratio:.2f}x | "
             f"{per_lead:.0f} | {plan['peak_rss_mb']:.0f} ({plan['rss_before_mb']:.0f}) | "
             f"{base['peak_rss_mb']:.0f} | {rows} |"
         )
@@ -421,7 +443,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--timeout", type=int, default=1800, help="abort (and clean up) after this many seconds")
     p.add_argument("--no-docs", action="store_true", help="do not write docs/BENCHMARKS.md")
-    p.add_argument("--child", choices=("plan", "baseline"), help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=("plan", "baseline", "copy"), help=argparse.SUPPRESS)
     p.add_argument("--child-url", help=argparse.SUPPRESS)
     p.add_argument("--child-run", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -441,8 +463,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child == "plan":
         print(json.dumps(child_plan(args.child_url, args.child_run, args.profile)))
         return 0
-    if args.child == "baseline":
-        print(json.dumps(child_baseline(args.child_url, args.sizes[0], args.members, args.chunk)))
+    if args.child in ("baseline", "copy"):
+        method = "copy" if args.child == "copy" else "executemany"
+        print(json.dumps(child_baseline(args.child_url, args.sizes[0], args.members, args.chunk, method)))
         return 0
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGALRM, _on_signal)
@@ -460,12 +483,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.leads = str(n)
             base = run_child(args, "baseline", url, run_id)
             print(f"  baseline {base['wall_s']:.1f} s, peak RSS {base['peak_rss_mb']:.0f} MB", flush=True)
+            floor = run_child(args, "copy", url, run_id)
+            print(f"  COPY     {floor['wall_s']:.1f} s", flush=True)
             plan = run_child(args, "plan", url, run_id)
             print(f"  planner  {plan['wall_s']:.1f} s, peak RSS {plan['peak_rss_mb']:.0f} MB, "
                   f"{plan['status']} {plan['counts']}", flush=True)  # fmt: skip
             counts = check(url, n, verify=not args.no_verify)
             print(f"  check    {counts}", flush=True)
-            results.append({"leads": n, "baseline": base, "plan": plan, "check": counts})
+            results.append({"leads": n, "baseline": base, "copy": floor, "plan": plan, "check": counts})
     facts["loadavg_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     body = render(args, command, facts, results)
     print()

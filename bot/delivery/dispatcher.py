@@ -119,6 +119,7 @@ class _Result:
     errcode: int | None = None
     error: str | None = None
     count_attempt: bool = True
+    response_code: str | None = None
 
 
 @dataclass(frozen=True)
@@ -322,7 +323,11 @@ class DeliveryDispatcher:
             )
         except WeComAPIError as exc:
             return self._failed(row, exc)
-        return _Result(row, DeliveryStatus.SENT, wecom_id=str(result.get("msgid") or ""))
+        # A template card's code lets the card be updated later (single use), e.g. after a typed answer.
+        code = result.get("response_code")
+        return _Result(
+            row, DeliveryStatus.SENT, wecom_id=str(result.get("msgid") or ""), response_code=code or None
+        )
 
     def _failed(self, row: Delivery, exc: WeComAPIError) -> _Result:
         error = f"{exc.errcode}: {exc.errmsg}"
@@ -372,6 +377,8 @@ class DeliveryDispatcher:
                 if r.status == DeliveryStatus.SENT:
                     current.sent_at = now
                     current.wecom_id = r.wecom_id
+                    if r.response_code:
+                        current.params = {**(current.params or {}), "response_code": r.response_code}
                 if r.status != DeliveryStatus.QUEUED and current.ledger_seq is not None:
                     records.append(
                         ledger.OutcomeRecord(

@@ -215,7 +215,7 @@ def _send_card(desk: Desk, lead: Lead, manager: AccountManager, handoff: Handoff
     )
     try:
         delivery = desk.queue(
-            purpose_key=f"handoff:{handoff.id}:card",
+            purpose_key=card_key(handoff.id),
             channel=Channel.APP_MESSAGE,
             recipient=manager.userid,
             script_key=BRIEF_SCRIPT,
@@ -241,10 +241,29 @@ def _send_card(desk: Desk, lead: Lead, manager: AccountManager, handoff: Handoff
     }
 
 
-def _mark_card(handoff: Handoff, response_code: str | None, label: str, now: datetime) -> None:
-    if response_code:
-        handoff.card_response_code, handoff.card_replace_name = response_code, label
+def _mark_card(
+    session: Session, handoff: Handoff, response_code: str | None, label: str, now: datetime
+) -> None:
+    # A click brings a fresh code; a typed answer uses the one WeCom returned when the card was sent.
+    code = response_code or _sent_card_code(session, handoff)
+    if code:
+        handoff.card_response_code, handoff.card_replace_name = code, label
     schedule_calls(handoff, now)
+
+
+def _sent_card_code(session: Session, handoff: Handoff) -> str | None:
+    """Take the response_code WeCom returned when the handoff's card was sent (single use), if any."""
+    card = session.scalars(select(Delivery).where(Delivery.purpose_key == card_key(handoff.id))).first()
+    code = (card.params or {}).get("response_code") if card is not None else None
+    if card is None or not code:
+        return None
+    card.params = {k: v for k, v in card.params.items() if k != "response_code"}  # used up now
+    return str(code)
+
+
+def card_key(handoff_id: int) -> str:
+    """The purpose key of a handoff's card to its manager."""
+    return f"handoff:{handoff_id}:card"
 
 
 def _end(desk: Desk, handoff: Handoff, status: str, note: str) -> None:
@@ -282,7 +301,7 @@ def _ignored(
     """An answer that changes nothing (late, repeated or not the manager's): the card shows how it stands."""
     if refused != "not_yours":
         label = cards.ACCEPTED_LABEL if refused == "already" else _stale_label(handoff)
-        _mark_card(handoff, response_code, label, desk.now)
+        _mark_card(desk.session, handoff, response_code, label, desk.now)
     _audit(desk, "handoff.answer_ignored", lead, actor=f"manager:{userid}", handoff=handoff.id, why=refused)
     return Answer(handoff, refused)
 
@@ -300,7 +319,7 @@ def accept(desk: Desk, handoff_id: int, userid: str, response_code: str | None =
     plan(desk.session, desk.settings, handoff, lead, desk.now)
     if handoff.channel_action == ChannelAction.NOTIFY_OWNER:
         notify_owner(desk, handoff, lead)
-    _mark_card(handoff, response_code, cards.ACCEPTED_LABEL, desk.now)
+    _mark_card(desk.session, handoff, response_code, cards.ACCEPTED_LABEL, desk.now)
     _audit(desk, "handoff.accepted", lead, actor=f"manager:{userid}", handoff=handoff.id)
     return Answer(handoff, "accepted")
 
@@ -316,7 +335,7 @@ def decline(
         return _ignored(desk, handoff, lead, userid, response_code, refused)
     handoff.responded_at = desk.now
     _end(desk, handoff, HandoffStatus.DECLINED, note.strip()[:200] or "declined")
-    _mark_card(handoff, response_code, cards.DECLINED_LABEL, desk.now)
+    _mark_card(desk.session, handoff, response_code, cards.DECLINED_LABEL, desk.now)
     _audit(desk, "handoff.declined", lead, actor=f"manager:{userid}", handoff=handoff.id, note=handoff.note)
     return Answer(handoff, "declined", _follow_up(desk, handoff, lead))
 
@@ -332,6 +351,7 @@ def time_out(desk: Desk, handoff_id: int) -> Answer | None:
     lead = _locked_lead(desk.session, handoff.lead_id)
     minutes = desk.settings.handoff.sla_minutes
     _end(desk, handoff, HandoffStatus.TIMED_OUT, f"no answer within {minutes} min")
+    _mark_card(desk.session, handoff, None, cards.EXPIRED_LABEL, desk.now)  # the ignored card says so
     _audit(desk, "handoff.timed_out", lead, handoff=handoff.id, manager=handoff.manager_userid)
     return Answer(handoff, "timed_out", _follow_up(desk, handoff, lead))
 
