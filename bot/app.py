@@ -24,10 +24,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     app.extensions["wecom_bot"] = services
 
-    from bot import console
+    from bot import api, console
     from bot.web import callback, health
 
     app.register_blueprint(callback.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(api.bp)
     console.init_app(app, services)
     return app

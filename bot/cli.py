@@ -457,6 +457,7 @@ def users_add(ctx: Context, username: str, role: str, password: str | None) -> N
 
 
 def _register_commands() -> None:
+    from bot.cli_api import api_tokens
     from bot.cli_calendar import calendar
     from bot.cli_campaigns import campaigns, courses
     from bot.cli_deliveries import deliveries
@@ -469,6 +470,7 @@ def _register_commands() -> None:
     from bot.demo import demo
     from bot.wecom.simulator.cli import simulator
 
+    main.add_command(api_tokens)
     main.add_command(calendar)
     main.add_command(campaigns)
     main.add_command(courses)

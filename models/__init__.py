@@ -1,6 +1,7 @@
 """SQLAlchemy 2 typed models, one module per aggregate; importing this registers them all."""
 
 from models.alerts import Alert
+from models.api_tokens import ApiScope, ApiToken
 from models.audit import AuditEntry
 from models.base import Base, utcnow
 from models.calendar import CalendarOverride, OverrideKind
@@ -35,6 +36,8 @@ __all__ = [
     "PLATFORM_NAMES",
     "AccountManager",
     "Alert",
+    "ApiScope",
+    "ApiToken",
     "Approval",
     "Audience",
     "AuditEntry",

@@ -43,7 +43,11 @@ def init_app(app: Flask, services: Services) -> None:
 
     # Importing the view modules attaches their routes to the blueprint.
     import bot.console.views_auth
+    import bot.console.views_campaigns
     import bot.console.views_dashboard
+    import bot.console.views_hookcodes
+    import bot.console.views_leads
+    import bot.console.views_ledger
     import bot.console.views_review
     import bot.console.views_scripts
     import bot.console.views_users  # noqa: F401

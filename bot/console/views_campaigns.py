@@ -1,0 +1,279 @@
+"""Campaign and course pages: schedules, audience size, dry-run previews, run history, pauses, kill switch."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from flask import abort, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from werkzeug.wrappers import Response
+
+from bot.campaigns import audience as aud
+from bot.campaigns import catalog, controls, courses
+from bot.campaigns.planner import SKIP_DESCRIPTIONS, PlanError, RunPlan, dry_run_campaign, load_plan
+from bot.console.auth import current_user, roles_required, services
+from bot.console.blueprint import SHANGHAI, bp
+from bot.console.forms import ReasonForm
+from bot.console.presenting import Page, page_number, paginate
+from bot.leads.masking import mask
+from models.base import utcnow
+from models.campaigns import Campaign, CampaignRun, CampaignStatus, Course, RunRecipient
+from models.deliveries import Delivery
+from models.users import Role
+
+T = TypeVar("T")
+
+VIEWERS = (Role.ADMIN, Role.OPERATOR, Role.COMPLIANCE)
+PAUSERS = (Role.ADMIN, Role.OPERATOR)
+SWITCHERS = (Role.ADMIN, Role.COMPLIANCE)
+FULL_VIEW = (Role.ADMIN, Role.COMPLIANCE)
+PREVIEW_FORMAT = "%Y-%m-%dT%H:%M"
+
+CAMPAIGN_STATUS_LABELS = {
+    CampaignStatus.ACTIVE: _l("Active"),
+    CampaignStatus.PAUSED: _l("Paused"),
+    CampaignStatus.ARCHIVED: _l("Archived"),
+}
+CHANNEL_LABELS = {"kf": _l("Customer service (kf)"), "mass": _l("Member mass send"), "none": _l("Not sent")}
+
+
+def visible(text: str) -> str:
+    """`text` as the signed-in role may see it: full for admin and compliance, masked for the others."""
+    return text if current_user().role in FULL_VIEW else mask(text)
+
+
+def _slice(items: Sequence[T], number: int, size: int) -> Page[T]:
+    """One page of a list already in memory."""
+    start = (number - 1) * size
+    return Page(list(items[start : start + size]), number, size, len(items))
+
+
+def _switch_context() -> dict[str, Any]:
+    """The kill switch as every campaign page shows it, with its form."""
+    with services().db.read() as session:
+        state = controls.switch_state(session)
+    return {"switch": state, "switch_form": ReasonForm()}
+
+
+@bp.route("/campaigns")
+@roles_required(*VIEWERS)
+def campaigns() -> str:
+    """Campaigns with their schedule and status; archived ones on request."""
+    status = request.args.get("status", "")
+    chosen = status if status in set(CampaignStatus) else None
+    with services().db.read() as session:
+        found = catalog.list_campaigns(session, chosen)
+        page = _slice(found, page_number(request.args.get("page")), services().settings.console.page_size)
+        rows = [{"campaign": c, "schedule": catalog.describe_schedule(session, c)} for c in page.items]
+    return render_template(
+        "console/campaigns.html",
+        rows=rows,
+        page=page,
+        status=chosen or "",
+        statuses=CAMPAIGN_STATUS_LABELS,
+        **_switch_context(),
+    )
+
+
+def _campaign_or_404(session: Session, key: str) -> Campaign:
+    try:
+        return catalog.get_campaign(session, key)
+    except catalog.CampaignError:
+        abort(404)
+
+
+def _audience_size(session: Session, campaign: Campaign) -> tuple[int | None, str]:
+    """How many leads the campaign reaches now, or why its filter cannot be applied."""
+    try:
+        return aud.count(session, aud.AudienceFilter.for_campaign(campaign)), ""
+    except aud.AudienceError as exc:
+        return None, str(exc)
+
+
+def _delivery_outcomes(session: Session, run_ids: list[int]) -> dict[int, dict[str, dict[str, int]]]:
+    """Per run, per channel: how many of its deliveries are in each status now."""
+    outcomes: dict[int, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
+    if not run_ids:
+        return outcomes
+    rows = session.execute(
+        select(RunRecipient.run_id, RunRecipient.channel, Delivery.status, func.count())
+        .join(Delivery, Delivery.id == RunRecipient.delivery_id)
+        .where(RunRecipient.run_id.in_(run_ids))
+        .group_by(RunRecipient.run_id, RunRecipient.channel, Delivery.status)
+    ).all()
+    for run_id, channel, status, n in rows:
+        outcomes[run_id][channel][status] = n
+    return outcomes
+
+
+def _run_history(session: Session, campaign: Campaign, number: int) -> tuple[Page[Any], list[dict[str, Any]]]:
+    """One page of the campaign's runs, newest first, with stored counts and delivery outcomes."""
+    stmt = (
+        select(CampaignRun)
+        .where(CampaignRun.campaign_id == campaign.id)
+        .order_by(CampaignRun.occurrence.desc(), CampaignRun.id.desc())
+    )
+    page = paginate(session, stmt, number, services().settings.console.page_size)
+    outcomes = _delivery_outcomes(session, [run.id for run in page.items])
+    history = []
+    for run in page.items:
+        plan = load_plan(session, run.id)
+        history.append({"plan": plan, "outcomes": outcomes.get(run.id, {})})
+    return page, history
+
+
+def _preview_time(raw: str) -> tuple[datetime | None, str]:
+    """The occurrence to preview (Shanghai wall-clock from the form) or why it is unusable."""
+    if not raw:
+        return None, ""
+    try:
+        return datetime.strptime(raw, PREVIEW_FORMAT).replace(tzinfo=SHANGHAI), ""
+    except ValueError:
+        return None, _("Write the time as YYYY-MM-DDTHH:MM (Shanghai time).")
+
+
+def _preview(key: str, occurrence: datetime) -> RunPlan | None:
+    """The dry run of one occurrence: exactly what the planner would send, to whom and why not."""
+    try:
+        return dry_run_campaign(services().db, services().settings, key, occurrence)
+    except PlanError:
+        return None
+
+
+@bp.route("/campaigns/<key>")
+@roles_required(*VIEWERS)
+def campaign_detail(key: str) -> tuple[str, int]:
+    """A campaign: schedule, audience size, optional dry-run preview, run history and its controls."""
+    raw_at = request.args.get("at", "").strip()
+    occurrence, at_error = _preview_time(raw_at)
+    with services().db.read() as session:
+        campaign = _campaign_or_404(session, key)
+        schedule = catalog.describe_schedule(session, campaign)
+        audience_size, audience_error = _audience_size(session, campaign)
+        runs_page, history = _run_history(session, campaign, page_number(request.args.get("page")))
+    plan = _preview(key, occurrence) if occurrence is not None else None
+    recipients = None
+    if plan is not None:
+        recipients = _slice(
+            plan.recipients, page_number(request.args.get("rpage")), services().settings.console.page_size
+        )
+    page = render_template(
+        "console/campaign.html",
+        campaign=campaign,
+        schedule=schedule,
+        audience_size=audience_size,
+        audience_error=audience_error,
+        runs_page=runs_page,
+        history=history,
+        at=raw_at or utcnow().astimezone(SHANGHAI).strftime(PREVIEW_FORMAT),
+        at_error=at_error,
+        plan=plan,
+        recipients=recipients,
+        visible=visible,
+        skip_descriptions=SKIP_DESCRIPTIONS,
+        channel_labels=CHANNEL_LABELS,
+        statuses=CAMPAIGN_STATUS_LABELS,
+        status_form=ReasonForm(),
+        **_switch_context(),
+    )
+    return page, 400 if at_error else 200
+
+
+def _change_status(key: str, change: Callable[..., Campaign], done: str) -> Response:
+    """Pause or resume `key` with the reason from the form; the catalogue refuses what is not allowed."""
+    form = ReasonForm()
+    if not form.validate_on_submit():
+        flash(_("Pausing or resuming a campaign needs a reason."), "error")
+        return redirect(url_for("console.campaign_detail", key=key))
+    try:
+        with services().db.transaction() as session:
+            change(session, key, current_user().username, form.reason.data or "")
+    except catalog.CampaignError as exc:
+        flash(_("Not changed: %(reason)s", reason=str(exc)), "error")
+    else:
+        flash(done, "success")
+    return redirect(url_for("console.campaign_detail", key=key))
+
+
+@bp.route("/campaigns/<key>/pause", methods=["POST"])
+@roles_required(*PAUSERS)
+def campaign_pause(key: str) -> Response:
+    """Stop a campaign from sending; its schedule stays for a later resume."""
+    return _change_status(key, catalog.pause_campaign, _("Campaign %(key)s paused.", key=key))
+
+
+@bp.route("/campaigns/<key>/resume", methods=["POST"])
+@roles_required(*PAUSERS)
+def campaign_resume(key: str) -> Response:
+    """Let a paused campaign send again from its next occurrence."""
+    return _change_status(key, catalog.resume_campaign, _("Campaign %(key)s resumed.", key=key))
+
+
+def _back_to_campaigns() -> Response:
+    """The campaign page the switch was used from, else the campaign list."""
+    key = request.args.get("back", "")
+    with services().db.read() as session:
+        known = bool(key) and session.scalar(select(Campaign.id).where(Campaign.key == key)) is not None
+    return redirect(url_for("console.campaign_detail", key=key) if known else url_for("console.campaigns"))
+
+
+def _set_switch(stop: bool) -> Response:
+    form = ReasonForm()
+    if not form.validate_on_submit():
+        flash(_("Stopping or resuming all sending needs a reason."), "error")
+        return _back_to_campaigns()
+    try:
+        with services().db.transaction() as session:
+            change = controls.stop_sending if stop else controls.resume_sending
+            state = change(session, current_user().username, form.reason.data or "")
+    except controls.ControlError as exc:
+        flash(_("Not changed: %(reason)s", reason=str(exc)), "error")
+    else:
+        if not state.changed:
+            flash(_("Nothing changed: sending was already in that state."), "warning")
+        elif stop:
+            flash(_("All sending is stopped. Nothing goes out until it is resumed."), "warning")
+        else:
+            flash(_("Sending resumed. Queued messages go out again."), "success")
+    return _back_to_campaigns()
+
+
+@bp.route("/sending/stop", methods=["POST"])
+@roles_required(*SWITCHERS)
+def sending_stop() -> Response:
+    """The kill switch: stop every send to everyone at once."""
+    return _set_switch(stop=True)
+
+
+@bp.route("/sending/resume", methods=["POST"])
+@roles_required(*SWITCHERS)
+def sending_resume() -> Response:
+    """Turn the kill switch off again."""
+    return _set_switch(stop=False)
+
+
+@bp.route("/courses")
+@roles_required(*VIEWERS)
+def courses_list() -> str:
+    """Courses, newest start first, with how many registered and how many attended."""
+    stmt = select(Course).order_by(Course.starts_at.desc(), Course.id.desc())
+    with services().db.read() as session:
+        page = paginate(
+            session, stmt, page_number(request.args.get("page")), services().settings.console.page_size
+        )
+        rows = [
+            {
+                "course": course,
+                "registrations": courses.registration_count(session, course),
+                "attendance": courses.attendance_count(session, course),
+                "campaigns": catalog.list_campaigns(session, course_id=course.id),
+            }
+            for course in page.items
+        ]
+    return render_template("console/courses.html", rows=rows, page=page)
