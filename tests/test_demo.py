@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from bot.cli import main
 
 
-def test_demo_journey_welcomes_every_customer_and_refuses_the_forgery(tmp_path: Path) -> None:
+def test_demo_journey_welcomes_converts_and_hands_off_with_consistent_figures(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         main, ["demo", "--once", "--customers", "40", "--port", "0", "--data-dir", str(tmp_path / "demo")],
         env={"BOT_CONFIG": ""},
@@ -35,8 +35,34 @@ def test_demo_journey_welcomes_every_customer_and_refuses_the_forgery(tmp_path: 
     assert figure("approved welcomes delivered to WeCom") + sum(not_sent.values()) == customers
     assert figure("welcome latency max ms (WeCom allows 20000)") < 20000
     assert figure("lead tags marked in WeCom") >= 2 * (customers - removed)
-    assert figure("send-ledger entries (hash chain intact)") == 2 * customers  # queued + outcome, per welcome
     leads = sum(
         int(n) for n in re.findall(r"^  (?:DY2024|XHS888|BILI01|WB666|ZH100)\s+(\d+)$", result.output, re.M)
     )
     assert leads == customers
+
+    # kf link: who subscribed or opted out; the morning report twice, by kf while the window is open,
+    # then by mass tasks the members confirm.
+    talked = figure("customers who opened the kf link")
+    subscribed, opted_out = figure("subscribed to the morning report"), figure("opted out (TD)")
+    assert 0 < talked <= customers - removed
+    assert subscribed > 0 and opted_out > 0 and subscribed + opted_out <= talked
+    assert figure("morning report recipients by kf") == subscribed
+    assert figure("morning report recipients by mass") == subscribed
+    assert figure("mass tasks confirmed by members") > 0
+    registrations = figure("course registrations")
+    assert 0 < figure("course attendance imported") < registrations <= talked
+    # Qualified leads are offered to managers: all but one accept, the ignored card is reassigned.
+    qualified = figure("qualified leads")
+    assert qualified >= 2
+    assert figure("accepted by a manager") == qualified - 1
+    assert figure("reassigned after the answer time") == 1
+    assert figure("lead cards offered to managers") == qualified + 1
+    ledger_entries = figure("send-ledger entries (hash chain intact)")
+    assert ledger_entries > 2 * customers  # welcomes plus kf replies, reports and cards
+    assert "BROKEN" not in result.output
+
+    # The console's address and a generated password per demo account.
+    assert re.search(r"^Console: http://127\.0\.0\.1:\d+/console$", result.output, re.M)
+    logins = dict(re.findall(r"^  (demo_\w+) / (\S+)$", result.output, re.M))
+    assert set(logins) == {"demo_operator", "demo_compliance"}
+    assert all(len(password) >= 12 for password in logins.values())

@@ -1,29 +1,27 @@
-"""`wecom-bot demo`: a simulated corp and its customers talk to the embedded bot over real HTTP."""
+"""The demo's first stage: customers scan platform hook codes over real HTTP and are welcomed."""
 
 from __future__ import annotations
 
-import logging
 import random
-import shutil
+import secrets
 import statistics
 import time
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 import click
 import requests
 from sqlalchemy import func, select
 
 from bot.accounts import create_user
-from bot.config import Settings
 from bot.db import migrate
+from bot.demo.journey import Customer
 from bot.leads.hookcodes import create_code, provision_contact_way
 from bot.leads.welcome import WELCOME_WINDOW
-from bot.runtime import EmbeddedRuntime
 from bot.services import Services
 from bot.wecom.crypto import CallbackCrypto, random_nonce
 from bot.wecom.simulator import Simulator, SimulatorConfig
+from models.base import utcnow
 from models.deliveries import Delivery, DeliveryStatus
 from models.inbox import InboundEvent
 from models.leads import Lead, LeadTag, Member
@@ -40,7 +38,8 @@ HOOK_CODES = {
     "zhihu": "ZH100",
 }
 MEMBERS = {"zhangsan": "张经理", "lisi": "李经理", "wangwu": "王经理"}
-DEMO_PASSWORD = "demo-password-1"
+# Console accounts the demo creates, by role; their passwords are generated each run.
+DEMO_ACCOUNTS = {"demo_operator": "operator", "demo_compliance": "compliance"}
 
 
 @dataclass
@@ -63,13 +62,18 @@ class DemoReport:
     seconds: float
 
 
-def prepare(services: Services, sim: Simulator) -> dict[str, str]:
-    """Migrate, seed and approve the default scripts, name the members, create the hook codes."""
+def demo_logins() -> dict[str, str]:
+    """A fresh password for each demo console account."""
+    return {username: secrets.token_urlsafe(12) for username in DEMO_ACCOUNTS}
+
+
+def prepare(services: Services, sim: Simulator, logins: dict[str, str]) -> dict[str, str]:
+    """Migrate, create the console accounts, approve the default scripts, name members, create hook codes."""
     migrate(services.db.engine)
     policy = catalogue.policy_from_settings(services.settings.compliance)
     with services.db.transaction() as session:
-        create_user(session, "demo_operator", "operator", DEMO_PASSWORD, actor="demo")
-        create_user(session, "demo_compliance", "compliance", DEMO_PASSWORD, actor="demo")
+        for username, password in logins.items():
+            create_user(session, username, DEMO_ACCOUNTS[username], password, actor="demo")
         import_scripts(session, DEFAULTS_DIR, SYSTEM_AUTHOR, policy, only_missing=True)
         for version in session.scalars(
             select(ScriptVersion).where(ScriptVersion.status == VersionStatus.SUBMITTED)
@@ -89,9 +93,14 @@ def prepare(services: Services, sim: Simulator) -> dict[str, str]:
     return config_ids
 
 
-def _settle(services: Services, timeout_s: float = 60.0) -> None:
-    """Wait until every event is handled, every delivery has an outcome and every tag is in WeCom."""
+def settle(services: Services, timeout_s: float = 60.0, quiet_s: float = 0.5) -> None:
+    """Wait until every event is handled, every due delivery has an outcome and every tag is in WeCom.
+
+    The state must stay so for `quiet_s`: a kf callback is handled before the syncer stores the
+    messages it announces, so one quiet look can come between the two.
+    """
     deadline = time.monotonic() + timeout_s
+    quiet_since: float | None = None
     while time.monotonic() < deadline:
         with services.db.read() as session:
             open_events = session.scalar(
@@ -102,7 +111,10 @@ def _settle(services: Services, timeout_s: float = 60.0) -> None:
             open_sends = session.scalar(
                 select(func.count())
                 .select_from(Delivery)
-                .where(Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.SENDING]))
+                .where(
+                    Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.SENDING]),
+                    Delivery.next_attempt_at <= utcnow(),  # later sends wait for their moment
+                )
             )
             open_tags = session.scalar(
                 select(func.count())
@@ -112,31 +124,39 @@ def _settle(services: Services, timeout_s: float = 60.0) -> None:
                     LeadTag.wecom_synced.is_(False), LeadTag.sync_error.is_(None), Lead.reachable.is_(True)
                 )
             )
-        if not open_events and not open_sends and not open_tags:
+        if open_events or open_sends or open_tags:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_s:
             return
         time.sleep(0.05)
 
 
 def run_journey(
-    services: Services, sim: Simulator, bot_url: str, customers: int, seed: int = 7
-) -> DemoReport:
-    """Customers scan platform QR codes; some leave again; a forged callback is refused."""
+    services: Services, sim: Simulator, bot_url: str, customers: int, logins: dict[str, str], seed: int = 7
+) -> tuple[DemoReport, list[Customer]]:
+    """Customers scan platform QR codes; some leave again; a forged callback is refused.
+
+    Returns the report and the customers who stayed, for the later stages.
+    """
     rng = random.Random(seed)
-    config_ids = prepare(services, sim)
+    config_ids = prepare(services, sim, logins)
     sim.connect_bot(bot_url, retry_interval_s=0)
     started = time.monotonic()
-    added: list[tuple[str, str]] = []
+    added: list[Customer] = []
     with click.progressbar(range(customers), label="customers scanning hook-code QR codes") as bar:
         for i in bar:
             code = rng.choice(list(HOOK_CODES.values()))
             result = sim.customer_scans(config_ids[code], f"wm{i:06d}demo")
-            added.append((result.userid, result.external_userid))
+            added.append(Customer(result.userid, result.external_userid, code))
     leaving = rng.sample(added, k=max(1, customers // 20))
-    for member, external in leaving:
-        sim.customer_deletes_member(member, external)
+    for customer in leaving:
+        sim.customer_deletes_member(customer.member, customer.external_userid)
     refused = _send_forged(sim.config, bot_url)
-    _settle(services)
-    return _report(services, sim, customers, refused, len(leaving), time.monotonic() - started)
+    settle(services)
+    report = _report(services, sim, customers, refused, len(leaving), time.monotonic() - started)
+    return report, [c for c in added if c not in leaving]
 
 
 def _report(
@@ -199,81 +219,3 @@ def _send_forged(config: SimulatorConfig, bot_url: str) -> int:
         timeout=5,
     )
     return 1 if resp.status_code == 403 else 0
-
-
-def print_report(report: DemoReport) -> None:
-    """Show what happened as a small table."""
-    click.echo("")
-    click.secho("What the bot recorded", bold=True)
-    rows: list[tuple[str, object]] = [
-        ("customers who scanned a hook-code QR", report.customers),
-        ("callback events stored (each exactly once)", report.stored),
-        ("forged callbacks refused", report.refused),
-        ("approved welcomes delivered to WeCom", report.welcomes),
-        ("welcome latency p50 ms (WeCom event → sent)", round(report.welcome_p50_ms)),
-        ("welcome latency max ms (WeCom allows 20000)", round(report.welcome_max_ms)),
-        ("lead tags marked in WeCom", report.tags_in_wecom),
-        ("customers who removed their member", report.removed),
-        (
-            "send-ledger entries (hash chain intact)"
-            if report.ledger_intact
-            else "send-ledger entries (BROKEN)",
-            report.ledger_entries,
-        ),
-    ]
-    rows += [(f"events {status}", count) for status, count in sorted(report.by_status.items())]
-    rows += [(f"welcomes {outcome}", count) for outcome, count in sorted(report.welcome_failures.items())]
-    width = max(len(label) for label, _ in rows)
-    for label, value in rows:
-        click.echo(f"  {label.ljust(width)}  {value!s:>6}")
-    click.secho("Leads by hook code", bold=True)
-    for code, count in sorted(report.by_code.items(), key=lambda kv: -kv[1]):
-        click.echo(f"  {code.ljust(16)} {count:>5}")
-    click.echo(f"  (all settled in {report.seconds:.1f} s)")
-
-
-@click.command()
-@click.option("--data-dir", default="var/demo", show_default=True, type=click.Path(file_okay=False))
-@click.option("--customers", default=200, show_default=True, type=click.IntRange(1, 5000))
-@click.option("--port", default=8080, show_default=True, type=int, help="Bot port (0 = any free port).")
-@click.option("--once", is_flag=True, help="Exit after the summary instead of serving on.")
-def demo(data_dir: str, customers: int, port: int, once: bool) -> None:
-    """Run the bot on the embedded default against the WeCom simulator and show the result."""
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log over the progress bar
-    path = Path(data_dir)
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-    sim_config = SimulatorConfig(users=list(MEMBERS))
-    with Simulator(sim_config) as sim:
-        settings = Settings().replace(
-            wecom={
-                "corp_id": sim_config.corp_id,
-                "token": sim_config.token,
-                "encoding_aes_key": sim_config.encoding_aes_key,
-                "agent_id": sim_config.agent_id,
-                "agent_secret": sim_config.secrets["agent"],
-                "contact_secret": sim_config.secrets["contact"],
-                "kf_secret": sim_config.secrets["kf"],
-                "api_base_url": sim.base_url,
-            },
-            database={"url": f"sqlite:///{path.resolve() / 'demo.db'}"},
-        )
-        services = Services(settings)
-        migrate(services.db.engine)
-        with EmbeddedRuntime(services, port=port, workers=2) as runtime:
-            bot_url = f"{runtime.url}/wecom/callback"
-            click.echo(f"WeCom simulator on {sim.base_url}; bot on {runtime.url} ({settings.database.url})")
-            check = sim.verify_url(bot_url)
-            click.echo(f"URL verification (GET echostr): {'passed' if check.ok else 'FAILED'}")
-            report = run_journey(services, sim, bot_url, customers)
-            print_report(report)
-            click.echo(f"\nAccounts: demo_operator / demo_compliance, password {DEMO_PASSWORD}")
-            if once:
-                return
-            click.echo(f"Still serving {bot_url}. Ctrl-C stops.")
-            try:
-                while True:
-                    time.sleep(1)
-            except KeyboardInterrupt:
-                pass
