@@ -1,20 +1,26 @@
-"""Console campaign pages: list, audience, dry-run preview, run history, pausing, kill switch, courses."""
+"""Console campaign pages: create and edit, audience, dry runs, run history, pausing, kill switch, courses."""
 
 from __future__ import annotations
 
+import io
 import re
+from collections.abc import Mapping
 from datetime import timedelta
 
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import func, select
+from werkzeug.test import TestResponse
 
 from bot.campaigns.controls import switch_state
 from bot.campaigns.planner import plan_run
+from bot.console.blueprint import SHANGHAI
 from bot.services import Services
 from models.audit import AuditEntry
+from models.base import utcnow
 from models.campaigns import Campaign, CampaignStatus, Course, CourseAttendance, CourseRegistration
+from scripts_library import catalogue as cat
 from tests.scripts_fixtures import approved
-from tests.test_console_auth import make_app
+from tests.test_console_auth import Console, make_app
 from tests.test_console_scripts import signed_in
 from tests.test_planner import TUESDAY, body, campaign, lead, relate, run
 
@@ -166,3 +172,206 @@ def test_courses_list_counts_registrations_and_attendance(services: Services) ->
     assert "ETF 入门" in page and "S1234567890123" in page
     assert re.search(r'data-testid="registrations">3<', page)
     assert re.search(r'data-testid="attendance">1<', page)
+
+
+def _later(**delta: float) -> str:
+    """A Shanghai wall-clock time from now, as a datetime-local input sends it."""
+    return (utcnow() + timedelta(**delta)).astimezone(SHANGHAI).strftime("%Y-%m-%dT%H:%M")
+
+
+def _post(console: Console, path: str, data: Mapping[str, object]) -> TestResponse:
+    """Submit a form the way a browser does: repeated fields for checkboxes, files as uploads."""
+    console.get(path)
+    return console.client.post(path, data={"csrf_token": console.token, **data})
+
+
+def _campaign_fields(**changes: object) -> dict[str, object]:
+    fields: dict[str, object] = {
+        "key": "flash-news",
+        "name": "盘中快讯",
+        "kind": "announcement",
+        "script_key": "flash",
+        "schedule_kind": "once",
+        "run_at": _later(days=2),
+        "platforms": ["douyin", "xiaohongshu"],
+        "tags": "ETF，新客",
+        "stages": ["engaged"],
+    }
+    return {**fields, **changes}
+
+
+def _announcement_script(services: Services) -> None:
+    with services.db.transaction() as session:
+        approved(session, "flash", "keyword_reply", body("keyword_report_claim"))
+        cat.create_script(session, "flash-draft", "keyword_reply", "olivia")  # never approved
+
+
+def test_operator_creates_a_campaign_with_schedule_and_audience_audited(services: Services) -> None:
+    app = _setup(services)
+    _announcement_script(services)
+    operator = signed_in(app, "olivia")
+    assert 'data-testid="campaign-new"' in _text(operator.get("/console/campaigns"))
+    form = _text(operator.get("/console/campaigns/new"))
+    assert '<option value="flash">' in form and "flash-draft" not in form  # approved scripts only
+    response = _post(operator, "/console/campaigns/new", _campaign_fields())
+    assert response.status_code == 302 and response.location.endswith("/console/campaigns/flash-news")
+    with services.db.read() as session:
+        made = session.scalars(select(Campaign).where(Campaign.key == "flash-news")).one()
+        audit = session.scalars(select(AuditEntry).where(AuditEntry.target == "campaign:flash-news")).one()
+    assert (made.kind, made.schedule_kind, made.created_by) == ("announcement", "once", "olivia")
+    assert made.audience == {
+        "platforms": ["douyin", "xiaohongshu"],
+        "tags": ["ETF", "新客"],
+        "stages": ["engaged"],
+        "subscribed_only": True,
+    }
+    assert audit.action == "campaign.create" and audit.actor == "olivia"
+    page = _text(operator.get("/console/campaigns/flash-news"))
+    assert "once at" in page and 'data-testid="campaign-edit"' in page
+
+
+def test_refusals_appear_next_to_their_fields_and_change_nothing(services: Services) -> None:
+    app = _setup(services)
+    _announcement_script(services)
+    operator = signed_in(app, "olivia")
+    cases = [
+        (_campaign_fields(run_at=_later(days=-1)), "has passed", "run_at"),
+        (
+            _campaign_fields(kind="morning_report"),
+            "morning_report campaigns send morning_report",
+            "script_key",
+        ),
+        (_campaign_fields(key="x"), "key: 2-64 characters", "key"),
+        (_campaign_fields(key="morning"), "campaign &#39;morning&#39; exists", "key"),
+        (_campaign_fields(hook_codes="NOPE1"), "no hook code NOPE1", "hook_codes"),
+        (_campaign_fields(schedule_kind="daily", time_of_day="25:00"), "is not HH:MM", "time_of_day"),
+        (_campaign_fields(script_key="flash-draft"), "请选择有已审批版本的话术", "script_key"),
+    ]
+    for fields, message, field_name in cases:
+        response = _post(operator, "/console/campaigns/new", fields)
+        assert response.status_code == 400, message
+        page = _text(response)
+        block = page.split(f'id="{field_name}"')[1].split('class="field')[0]
+        assert message in block, (message, field_name)
+    with services.db.read() as session:
+        assert session.scalars(select(Campaign.key).order_by(Campaign.key)).all() == ["morning"]
+    compliance = signed_in(app, "chen")
+    assert compliance.get("/console/campaigns/new").status_code == 403
+    assert 'data-testid="campaign-new"' not in _text(compliance.get("/console/campaigns"))
+
+
+def test_edit_changes_schedule_and_audience_but_never_key_or_kind(services: Services) -> None:
+    app = _setup(services)
+    operator = signed_in(app, "olivia")
+    form = _text(operator.get("/console/campaigns/morning/edit"))
+    assert 'value="08:30"' in form and "morning" in form
+    response = _post(
+        operator,
+        "/console/campaigns/morning/edit",
+        {
+            "key": "hijack",
+            "kind": "announcement",
+            "name": "早报（新）",
+            "script_key": "morning_report",
+            "schedule_kind": "trading_days",
+            "time_of_day": "09:00",
+            "stages": ["engaged", "nurtured"],
+        },
+    )
+    assert response.status_code == 302
+    with services.db.read() as session:
+        made = session.scalars(select(Campaign).where(Campaign.key == "morning")).one()
+        audit = session.scalars(select(AuditEntry).where(AuditEntry.action == "campaign.update")).one()
+        assert session.scalars(select(Campaign).where(Campaign.key == "hijack")).first() is None
+    assert (made.kind, made.name, made.time_of_day) == ("morning_report", "早报（新）", "09:00")
+    assert made.audience["stages"] == ["engaged", "nurtured"]
+    assert audit.detail["changed"]["time_of_day"] == ["08:30", "09:00"]
+    daily = _post(
+        operator,
+        "/console/campaigns/morning/edit",
+        {"name": "早报", "script_key": "morning_report", "schedule_kind": "daily", "time_of_day": "09:00"},
+    )
+    assert daily.status_code == 400 and "morning reports run on trading days" in _text(daily)
+
+
+def _course_fields(**changes: object) -> dict[str, object]:
+    fields: dict[str, object] = {
+        "key": "etf201",
+        "title": "ETF 进阶",
+        "speaker_name": "王老师",
+        "speaker_sac_no": "S0260612345678",
+        "starts_at": _later(days=3),
+        "link": "https://work.weixin.qq.com/live/1",
+        "invite_lead_minutes": "1440",
+        "reminder_minutes": "30",
+    }
+    return {**fields, **changes}
+
+
+def test_course_with_campaigns_is_created_and_bad_sac_numbers_are_refused(services: Services) -> None:
+    app = _setup(services)
+    with services.db.transaction() as session:
+        approved(session, "course_invite", "course_invite", body("course_invite"))
+        approved(session, "course_reminder", "course_reminder", body("course_reminder"))
+    operator = signed_in(app, "olivia")
+    bad = _post(operator, "/console/courses/new", _course_fields(speaker_sac_no="12345"))
+    assert bad.status_code == 400
+    assert "expected one capital letter and 13 digits" in _text(bad).split('id="speaker_sac_no"')[1]
+    link = _post(operator, "/console/courses/new", _course_fields(link="https://evil.example.com/x"))
+    assert "not an allowed domain" in _text(link).split('id="link"')[1]
+    made = _post(operator, "/console/courses/new", _course_fields(with_campaigns="y"))
+    assert made.status_code == 302
+    with services.db.read() as session:
+        course = session.scalars(select(Course).where(Course.key == "etf201")).one()
+        keys = session.scalars(select(Campaign.key).where(Campaign.course_id == course.id)).all()
+    assert course.speaker_sac_no == "S0260612345678" and sorted(keys) == ["etf201-invite", "etf201-reminder"]
+    page = _text(operator.get("/console/courses"))
+    assert "ETF 进阶" in page and "etf201-invite" in page
+    assert signed_in(app, "chen").get("/console/courses/new").status_code == 403
+
+
+def test_course_campaign_refusal_rolls_the_course_back_too(services: Services) -> None:
+    app = _setup(services)  # no course_invite script exists
+    operator = signed_in(app, "olivia")
+    response = _post(operator, "/console/courses/new", _course_fields(with_campaigns="y"))
+    assert response.status_code == 400
+    assert "no script &#39;course_invite&#39;" in _text(response).split('id="with_campaigns"')[1]
+    with services.db.read() as session:
+        assert session.scalars(select(Course)).first() is None
+
+
+def test_attendance_import_shows_what_was_stored_and_the_unusable_lines(services: Services) -> None:
+    app = _setup(services)
+    with services.db.transaction() as session:
+        session.add(
+            Course(
+                key="past",
+                title="往期直播",
+                speaker_name="王老师",
+                speaker_sac_no="S1234567890123",
+                starts_at=utcnow() - timedelta(days=1),
+                link="https://work.weixin.qq.com/live/0",
+                created_by="olivia",
+            )
+        )
+    operator = signed_in(app, "olivia")
+    assert 'data-testid="attendance-import"' in _text(operator.get("/console/courses"))
+    csv_text = f"\ufeffexternal_userid,minutes\ncust0,45\n{PHONE_ID},30\nstranger,5\ncust1,lots\n"
+    upload = {"file": (io.BytesIO(csv_text.encode()), "attendance.csv")}
+    response = _post(operator, "/console/courses/past/attendance", upload)
+    page = _text(response)
+    assert response.status_code == 200
+    assert re.search(r'data-testid="import-created">2<', page)
+    problems = page.split('data-testid="import-problems"')[1]
+    assert "stranger" in problems and "minutes &#39;lots&#39;" in problems
+    again = _post(
+        operator, "/console/courses/past/attendance", {"file": (io.BytesIO(csv_text.encode()), "a.csv")}
+    )
+    assert re.search(r'data-testid="import-unchanged">2<', _text(again))
+    with services.db.read() as session:
+        assert session.scalars(select(func.count()).select_from(CourseAttendance)).one() == 2
+    no_header = _post(
+        operator, "/console/courses/past/attendance", {"file": (io.BytesIO(b"a,b\n1,2\n"), "x.csv")}
+    )
+    assert no_header.status_code == 400 and "external_userid" in _text(no_header)
+    assert operator.get("/console/courses/nope/attendance").status_code == 404

@@ -1,4 +1,4 @@
-"""Campaign and course pages: schedules, audience size, dry-run previews, run history, pauses, kill switch."""
+"""Campaign and course pages: create and edit, audience size, dry runs, run history, pauses, kill switch."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from bot.campaigns import catalog, controls, courses
 from bot.campaigns.planner import SKIP_DESCRIPTIONS, PlanError, RunPlan, dry_run_campaign, load_plan
 from bot.console.auth import current_user, roles_required, services
 from bot.console.blueprint import SHANGHAI, bp
+from bot.console.campaign_forms import AttendanceForm, CampaignForm, CourseForm
 from bot.console.forms import ReasonForm
 from bot.console.presenting import Page, page_number, paginate
 from bot.leads.masking import mask
@@ -30,10 +31,12 @@ from models.users import Role
 T = TypeVar("T")
 
 VIEWERS = (Role.ADMIN, Role.OPERATOR, Role.COMPLIANCE)
-PAUSERS = (Role.ADMIN, Role.OPERATOR)
+AUTHORS = (Role.ADMIN, Role.OPERATOR)  # the roles the catalogue lets create and change campaigns
+PAUSERS = AUTHORS
 SWITCHERS = (Role.ADMIN, Role.COMPLIANCE)
 FULL_VIEW = (Role.ADMIN, Role.COMPLIANCE)
 PREVIEW_FORMAT = "%Y-%m-%dT%H:%M"
+MAX_ATTENDANCE_BYTES = 2 * 2**20
 
 CAMPAIGN_STATUS_LABELS = {
     CampaignStatus.ACTIVE: _l("Active"),
@@ -276,4 +279,167 @@ def courses_list() -> str:
             }
             for course in page.items
         ]
-    return render_template("console/courses.html", rows=rows, page=page)
+    return render_template("console/courses.html", rows=rows, page=page, now=utcnow())
+
+
+def _save_campaign(form: CampaignForm, save: Callable[[Session], object]) -> list[str] | None:
+    """Run `save` for a valid form; None when saved, else the refusals no field took (may be empty)."""
+    if not form.validate_on_submit():
+        return []
+    approved = {choice.value for choice in form.script_key.choices or []}
+    if form.script_key.data not in approved:
+        form.script_key.errors = [_("Choose a script with an approved version.")]
+        return []
+    try:
+        with services().db.transaction() as session:
+            save(session)
+    except catalog.CampaignError as exc:
+        return [m for m in [form.place(str(exc))] if m]
+    return None
+
+
+def _campaign_form(form: CampaignForm, general: list[str], campaign: Campaign | None) -> tuple[str, int]:
+    """The campaign form again, 400 after a refused submission."""
+    page = render_template("console/campaign_form.html", form=form, general=general, campaign=campaign)
+    return page, 400 if request.method == "POST" else 200
+
+
+@bp.route("/campaigns/new", methods=["GET", "POST"])
+@roles_required(*AUTHORS)
+def campaign_new() -> tuple[str, int] | Response:
+    """Create a campaign; the catalogue checks script, schedule and audience and audits the creation."""
+    form = CampaignForm()
+    with services().db.read() as session:
+        form.fill_choices(session, utcnow())
+    key = (form.key.data or "").strip()
+    general = _save_campaign(
+        form,
+        lambda session: catalog.create_campaign(
+            session,
+            key,
+            form.name.data or "",
+            form.kind.data or "",
+            form.script_key.data or "",
+            form.schedule(),
+            current_user().username,
+            form.audience(),
+        ),
+    )
+    if general is None:
+        flash(_("Campaign %(key)s created.", key=key), "success")
+        return redirect(url_for("console.campaign_detail", key=key))
+    return _campaign_form(form, general, None)
+
+
+@bp.route("/campaigns/<key>/edit", methods=["GET", "POST"])
+@roles_required(*AUTHORS)
+def campaign_edit(key: str) -> tuple[str, int] | Response:
+    """Change a campaign's name, script, schedule and audience; its key and kind stay."""
+    form = CampaignForm()
+    with services().db.read() as session:
+        campaign = _campaign_or_404(session, key)
+        form.fill_choices(session, utcnow(), campaign)
+        course = session.get(Course, campaign.course_id) if campaign.course_id is not None else None
+        if request.method == "GET":
+            form.load(campaign, course.key if course else "")
+    form.key.data, form.kind.data = campaign.key, campaign.kind  # fixed: never taken from the request
+    general = _save_campaign(
+        form,
+        lambda session: catalog.update_campaign(
+            session,
+            key,
+            current_user().username,
+            name=form.name.data or "",
+            script_key=form.script_key.data or "",
+            schedule=form.schedule(),
+            audience=form.audience(),
+        ),
+    )
+    if general is None:
+        flash(_("Campaign %(key)s saved.", key=key), "success")
+        return redirect(url_for("console.campaign_detail", key=key))
+    return _campaign_form(form, general, campaign)
+
+
+@bp.route("/courses/new", methods=["GET", "POST"])
+@roles_required(*AUTHORS)
+def course_new() -> tuple[str, int] | Response:
+    """Create a course (SAC number and link checked by the course service), optionally with its campaigns."""
+    form = CourseForm()
+    general: list[str] = []
+    if form.validate_on_submit():
+        assert form.starts_at.data is not None
+        actor = current_user().username
+        try:
+            with services().db.transaction() as session:
+                course = courses.create_course(
+                    session,
+                    (form.key.data or "").strip(),
+                    form.title.data or "",
+                    form.speaker_name.data or "",
+                    form.speaker_sac_no.data or "",
+                    form.starts_at.data.replace(tzinfo=SHANGHAI),
+                    form.link.data or "",
+                    actor,
+                    services().settings.compliance,
+                )
+                if form.with_campaigns.data:
+                    catalog.course_campaigns(
+                        session,
+                        course,
+                        actor,
+                        invite_lead_minutes=form.invite_lead_minutes.data
+                        or catalog.DEFAULT_INVITE_LEAD_MINUTES,
+                        reminder_minutes=form.reminder_minutes.data or catalog.DEFAULT_REMINDER_MINUTES,
+                    )
+        except (courses.CourseError, catalog.CampaignError) as exc:
+            general = [m for m in [form.place(str(exc))] if m]
+        else:
+            flash(_("Course %(key)s created.", key=form.key.data), "success")
+            return redirect(url_for("console.courses_list"))
+    page = render_template("console/course_form.html", form=form, general=general)
+    return page, 400 if request.method == "POST" else 200
+
+
+def _read_upload(form: AttendanceForm) -> str:
+    """The uploaded CSV as text, or refuse with a message the page shows."""
+    data = form.file.data.read(MAX_ATTENDANCE_BYTES + 1)
+    if len(data) > MAX_ATTENDANCE_BYTES:
+        raise courses.CourseError(_("The file is larger than %(n)d MB.", n=MAX_ATTENDANCE_BYTES // 2**20))
+    try:
+        return str(data.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise courses.CourseError(_("The file is not UTF-8 text; save it as CSV UTF-8.")) from None
+
+
+@bp.route("/courses/<key>/attendance", methods=["GET", "POST"])
+@roles_required(*AUTHORS)
+def course_attendance(key: str) -> tuple[str, int]:
+    """Import who attended a course from a CSV and show what was stored and which rows were not usable."""
+    form = AttendanceForm()
+    report: courses.AttendanceReport | None = None
+    error = ""
+    with services().db.read() as session:
+        try:
+            course = courses.get_course(session, key)
+        except courses.CourseError:
+            abort(404)
+    if form.validate_on_submit():
+        try:
+            text = _read_upload(form)
+            with services().db.transaction() as session:
+                report = courses.import_attendance(
+                    session, courses.get_course(session, key), text, current_user().username
+                )
+        except courses.CourseError as exc:
+            error = str(exc)
+    status = 400 if request.method == "POST" and report is None else 200
+    page = render_template(
+        "console/course_attendance.html",
+        course=course,
+        form=form,
+        report=report,
+        error=error,
+        visible=visible,
+    )
+    return page, status

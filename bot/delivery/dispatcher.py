@@ -43,6 +43,7 @@ MEMBER_BURST = 20
 MAX_TRANSIENT_ATTEMPTS = 5
 FINISH_BATCH = 100  # outcomes recorded per transaction by the finisher
 KILL_SWITCH_RETRY_S = 5.0
+RATE_LIMITER_RETRY_S = 5.0  # coordination (Redis) unreachable: try again shortly
 OPT_OUT_CONFIRMATION = "unsubscribe_confirm"
 
 
@@ -310,10 +311,20 @@ class DeliveryDispatcher:
         if row.deadline is not None and self.clock() >= row.deadline:
             return _Result(row, DeliveryStatus.EXPIRED, error="deadline passed before sending")
         route = ROUTES[Channel(row.channel)]
-        wait = self.coordinator.take_token(f"wecom-api:{route.api}", API_RATE_PER_S, API_BURST)
-        if row.channel == Channel.APP_MESSAGE and wait == 0:
-            wait = self.coordinator.take_token(
-                f"wecom-member:{row.recipient}", MEMBER_RATE_PER_S, MEMBER_BURST
+        try:
+            wait = self.coordinator.take_token(f"wecom-api:{route.api}", API_RATE_PER_S, API_BURST)
+            if row.channel == Channel.APP_MESSAGE and wait == 0:
+                wait = self.coordinator.take_token(
+                    f"wecom-member:{row.recipient}", MEMBER_RATE_PER_S, MEMBER_BURST
+                )
+        except Exception as exc:  # coordination unreachable: WeCom was not called, so waiting is safe
+            log.warning("rate limiter unavailable for delivery %s: %s", row.id, exc)
+            return _Result(
+                row,
+                DeliveryStatus.QUEUED,
+                retry_in=RATE_LIMITER_RETRY_S,
+                count_attempt=False,
+                error=f"rate limiter unavailable: {exc}",
             )
         if wait > 0:
             return _Result(row, DeliveryStatus.QUEUED, retry_in=wait, count_attempt=False)
@@ -388,7 +399,10 @@ class DeliveryDispatcher:
                 outcomes.append(SendOutcome(r.row.id, r.status, r.errcode))
             ledger.append_outcomes(session, records, now)
         if requeued:
-            self.coordinator.wake(OUTBOX_CHANNEL)  # another sender may take it when it is due
+            try:
+                self.coordinator.wake(OUTBOX_CHANNEL)  # another sender may take it when it is due
+            except Exception as exc:  # senders also poll: a missed wake-up only delays the retry
+                log.warning("could not wake the senders: %s", exc)
         return outcomes
 
     def run_once(self) -> list[SendOutcome]:

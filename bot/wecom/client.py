@@ -126,8 +126,15 @@ class _AppClient(WeChatClient):
         local = self._local_token
         if local is not None and time.monotonic() < local[1]:
             return local[0]
-        cached = self.session.get(self._token_key)
-        token = str(cached) if cached else self._refresh_single_flight()
+        try:
+            cached = self.session.get(self._token_key)
+            token = str(cached) if cached else self._refresh_single_flight()
+        except WeComAPIError:
+            raise
+        except Exception as exc:  # the shared cache (Redis) is unreachable: no API call was made
+            raise WeComAPIError(
+                -1, f"token cache unavailable: {exc}", "gettoken", kind=ErrorKind.TRANSIENT
+            ) from exc
         self._local_token = (token, time.monotonic() + LOCAL_TOKEN_S)
         return token
 
