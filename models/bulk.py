@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import JSON, ColumnElement, Table, any_, bindparam, func, insert, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
@@ -25,10 +26,13 @@ def table_of(model: type[Base] | Table) -> Table:
 
 
 def insert_rows(session: Session, model: type[Base] | Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert plain rows that all have the same keys: one COPY on PostgreSQL, else one executemany.
+    """Insert plain rows that all have the same keys: one statement on PostgreSQL, else one executemany.
 
-    COPY streams the rows with no per-row statement round and costs about a third of an executemany.
-    Column defaults the ORM would fill in are applied here too (COPY only knows the database's own).
+    On PostgreSQL the columns whose value is the same object in every row (a batch's rendered text,
+    script, timestamps) are sent once, the others as one array each, unnested by the server
+    (`INSERT … SELECT … FROM unnest(…)`); when every given column varies, the rows are streamed with COPY.
+    Either way there is no per-row statement. Column defaults the ORM would fill in are applied here
+    too (the server only knows its own).
     """
     if not rows:
         return
@@ -37,30 +41,107 @@ def insert_rows(session: Session, model: type[Base] | Table, rows: Sequence[Mapp
     if bind.dialect.name != "postgresql" or len(rows) < COPY_MIN_ROWS:
         session.execute(insert(table), list(rows))
         return
-    dialect = bind.dialect
-    names = list(rows[0])
-    defaults = {
-        c.name: c.default.arg
+    first = rows[0]
+    names = list(first)
+    common = {name: first[name] for name in names if all(row[name] is first[name] for row in rows)}
+    shared = dict(common)
+    shared.update(
+        (c.name, c.default.arg)
         for c in table.columns
-        if c.name not in rows[0] and isinstance(c.default, ScalarElementColumnDefault)
-    }
-    processors: list[Callable[[Any], Any] | None] = [
-        json.dumps if isinstance(table.c[name].type, JSON) else table.c[name].type.bind_processor(dialect)
-        for name in [*names, *defaults]
-    ]
-    width = len(names)
-    constants = [v if p is None else p(v) for p, v in zip(processors[width:], defaults.values(), strict=True)]
-    # Only some columns need converting (timestamps, JSON); a batch mostly repeats their values.
-    converted = [(i, p) for i, p in enumerate(processors[:width]) if p is not None]
-    memo: dict[int, tuple[Any, Any]] = {}
-    quote = dialect.identifier_preparer.quote
-    columns = ", ".join(quote(name) for name in [*names, *defaults])
+        if c.name not in first and isinstance(c.default, ScalarElementColumnDefault)
+    )
+    varying = [name for name in names if name not in shared]
     driver = session.connection().connection.driver_connection
     assert driver is not None
+    with driver.cursor() as cursor:
+        if common and varying:
+            statement, params = _unnest_insert(table, bind.dialect, rows, varying, shared)
+            cursor.execute(statement, params)
+        else:
+            _copy(cursor, table, bind.dialect, rows, names, shared)
+
+
+def _processor(table: Table, name: str, dialect: Dialect) -> Callable[[Any], Any] | None:
+    column_type = table.c[name].type
+    return json.dumps if isinstance(column_type, JSON) else column_type.bind_processor(dialect)
+
+
+def _converted(processor: Callable[[Any], Any] | None, values: list[Any]) -> list[Any]:
+    """`values` as the driver wants them; a batch mostly repeats objects, so each is converted once."""
+    if processor is None:
+        return values
+    out: list[Any] = []
+    last: Any = _converted  # nothing equals this marker
+    done: Any = None
+    for value in values:
+        if value is None:
+            out.append(None)
+            continue
+        if value is not last:
+            last, done = value, processor(value)
+        out.append(done)
+    return out
+
+
+def _unnest_insert(
+    table: Table,
+    dialect: Dialect,
+    rows: Sequence[Mapping[str, Any]],
+    varying: list[str],
+    shared: Mapping[str, Any],
+) -> tuple[str, dict[str, Any]]:
+    """`INSERT … SELECT` of one array parameter per varying column and one parameter per shared one."""
+    quote = dialect.identifier_preparer.quote
+    params: dict[str, Any] = {}
+    selected: list[str] = []
+    sources: list[str] = []
+    for i, name in enumerate(varying):
+        column_type = table.c[name].type
+        values = _converted(_processor(table, name, dialect), [row[name] for row in rows])
+        params[f"v{i}"] = values
+        # %b: arrays go in binary, packed, rather than as text with every element escaped.
+        if isinstance(column_type, JSON):  # sent as text, read as JSON by the server
+            sources.append(f"CAST(%(v{i})b AS text[])")
+            selected.append(f"CAST(u.v{i} AS {column_type.compile(dialect)})")
+        else:
+            sources.append(f"CAST(%(v{i})b AS {column_type.compile(dialect)}[])")
+            selected.append(f"u.v{i}")
+    for i, (name, value) in enumerate(shared.items()):
+        processor = _processor(table, name, dialect)
+        params[f"s{i}"] = value if value is None or processor is None else processor(value)
+        selected.append(f"CAST(%(s{i})s AS {table.c[name].type.compile(dialect)})")
+    columns = ", ".join(quote(name) for name in [*varying, *shared])
+    aliases = ", ".join(f"v{i}" for i in range(len(varying)))
+    statement = (
+        f"INSERT INTO {dialect.identifier_preparer.format_table(table)} ({columns}) "
+        f"SELECT {', '.join(selected)} FROM unnest({', '.join(sources)}) AS u({aliases})"
+    )
+    return statement, params
+
+
+def _copy(
+    cursor: Any,
+    table: Table,
+    dialect: Dialect,
+    rows: Sequence[Mapping[str, Any]],
+    names: list[str],
+    shared: Mapping[str, Any],
+) -> None:
+    """Stream the rows with COPY (every column varies: nothing to send once)."""
+    extra = [name for name in shared if name not in names]
+    constants = [
+        v if v is None or p is None else p(v)
+        for p, v in ((_processor(table, name, dialect), shared[name]) for name in extra)
+    ]
+    processors = [_processor(table, name, dialect) for name in names]
+    converted = [(i, p) for i, p in enumerate(processors) if p is not None]
+    memo: dict[int, tuple[Any, Any]] = {}
+    quote = dialect.identifier_preparer.quote
+    columns = ", ".join(quote(name) for name in [*names, *extra])
     statement = f"COPY {dialect.identifier_preparer.format_table(table)} ({columns}) FROM STDIN"
-    with driver.cursor() as cursor, cursor.copy(statement) as copy:
+    with cursor.copy(statement) as copy:
         for row in rows:
-            values = list(row.values())
+            values = [row[name] for name in names]
             for i, processor in converted:
                 value = values[i]
                 if value is not None:

@@ -96,6 +96,25 @@ def canonical_json(fields: Mapping[Any, Any]) -> str:
     return _CANONICAL.encode({name: _plain(fields[name]) for name in _SORTED_FIELDS})
 
 
+def _canonical_many(entries: Sequence[Mapping[str, Any]]) -> Iterator[str]:
+    """`canonical_json` of many entries whose values are already plain (timestamps as text).
+
+    The same output, built from per-field fragments: a batch's entries share most of their values
+    (one rendered text, one script, one timestamp), so each shared value is encoded once, not per row.
+    """
+    encode = _CANONICAL.encode
+    last: dict[str, tuple[Any, str]] = {}
+    for fields in entries:
+        parts = []
+        for name in _SORTED_FIELDS:
+            value = fields[name]
+            seen = last.get(name)
+            if seen is None or seen[0] is not value:
+                seen = last[name] = (value, f"{encode(name)}:{encode(value)}")
+            parts.append(seen[1])
+        yield "{" + ",".join(parts) + "}"
+
+
 def compute_hash(prev_hash: str, fields: Mapping[Any, Any]) -> str:
     """sha256 hex of the previous entry's hash followed by this entry's canonical JSON."""
     return hashlib.sha256((prev_hash + canonical_json(fields)).encode("utf-8")).hexdigest()
@@ -275,11 +294,10 @@ def _write_chain(session: Session, entries: list[dict[str, Any]], now: datetime 
         session.flush()  # appends still pending in the session are part of the head read below
     head, prev_hash = _head(session)
     first = head + 1
-    encode, sha256 = _CANONICAL.encode, hashlib.sha256
+    sha256 = hashlib.sha256
     for seq, fields in enumerate(entries, start=first):
         fields["seq"], fields["recorded_at"] = seq, stamp
-        # canonical_json without the per-field datetime check: the one timestamp is already text.
-        hashed = encode({name: fields[name] for name in _SORTED_FIELDS})
+    for fields, hashed in zip(entries, _canonical_many(entries), strict=True):
         entry_hash = sha256((prev_hash + hashed).encode("utf-8")).hexdigest()
         fields["recorded_at"], fields["prev_hash"], fields["entry_hash"] = recorded_at, prev_hash, entry_hash
         prev_hash = entry_hash

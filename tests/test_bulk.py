@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.db import Database
+from models import bulk
 from models.bulk import COPY_MIN_ROWS, insert_rows, one_of, reserve_ids
 from models.deliveries import Delivery, DeliveryStatus
 
@@ -63,6 +64,68 @@ def test_inserted_rows_read_back_exactly_with_orm_defaults_filled(db: Database, 
             "",
             "",
         )
+
+
+def test_rows_with_nothing_in_common_and_rows_sharing_values_store_the_same(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every value its own object (streamed row by row), then the same values with the batch's common
+    # ones shared (sent once and unnested by PostgreSQL): both must store what the ORM would.
+    def fresh(i: int, prefix: str) -> dict[str, Any]:
+        return {
+            "purpose_key": f"{prefix}:{i}",
+            "channel": "".join(("mass_", "template")),
+            "recipient": f"wm{i:06d}",
+            "sender": f"zhang{i}",
+            "script_key": f"morning_report_{i}",
+            "script_version": 1000 + i,
+            "approval_id": 2000 + i,
+            "content_hash": f"{i:064d}",
+            "text": f"{TEXT}{i}",
+            "params": {"i": i},
+            "lint_verdict": f"pass{i}"[:16],
+            "created_at": AT + timedelta(microseconds=i),
+            "next_attempt_at": AT + timedelta(seconds=i),
+            "deadline": AT + timedelta(days=i) if i % 3 else None,
+            "ledger_seq": 10**12 + i if i % 2 else None,
+            "status": "".join(("que", "ued")),
+            "priority": 100 + i,
+            "attempts": 1000 + i,
+            "wecom_id": f"msg{i}",
+            "lexicon_version": f"v{i}",
+        }
+
+    count = COPY_MIN_ROWS + 10
+    separate = [fresh(i, "separate") for i in range(count)]
+    text, at = f"{TEXT}!", AT + timedelta(hours=1)
+    shared = [
+        {**fresh(i, "shared"), "text": text, "next_attempt_at": at, "deadline": None} for i in range(count)
+    ]
+    ways: list[str] = []
+
+    def spy(name: str) -> Any:
+        original = getattr(bulk, name)
+
+        def recorded(*args: Any) -> Any:
+            ways.append(name)
+            return original(*args)
+
+        return recorded
+
+    for name in ("_copy", "_unnest_insert"):
+        monkeypatch.setattr(bulk, name, spy(name))
+    with db.transaction() as session:
+        insert_rows(session, Delivery, separate)
+    with db.transaction() as session:
+        insert_rows(session, Delivery, shared)
+    assert ways == (["_copy", "_unnest_insert"] if db.engine.dialect.name == "postgresql" else [])
+    columns = [k for k in separate[0] if k != "purpose_key"]
+    with db.read() as session:
+        stored = {d.purpose_key: d for d in session.scalars(select(Delivery))}
+    for row in [*separate, *shared]:
+        d = stored[row["purpose_key"]]
+        assert {k: getattr(d, k) for k in columns} == {k: row[k] for k in columns}
+        assert d.status == DeliveryStatus.QUEUED and d.error is None and d.errcode is None
 
 
 def test_a_failing_bulk_insert_leaves_nothing(db: Database) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -714,6 +715,60 @@ def test_two_runs_planned_at_once_never_break_a_cap_together(
         assert ledger.verify(session).ok
 
 
+def test_a_kf_reply_holding_its_conversation_and_a_planner_never_deadlock(
+    db: Database, settings: Settings, scripts: None
+) -> None:
+    # A kf reply locks its conversation, then appends to the ledger. The planner must take the same
+    # two locks in the same order; the other order deadlocks and PostgreSQL aborts one of them.
+    if not db.is_postgres:
+        pytest.skip("SQLite serializes writing transactions: there are no row locks to order")
+    with db.transaction() as session:
+        lead(session, "c", owner="zhangsan")
+        relate(session, "zhangsan", "c")
+        kf_window(session, "c", TUESDAY - timedelta(hours=1))
+        run_id = run(session, campaign(session), TUESDAY)
+    locked, errors = threading.Event(), []
+
+    def reply() -> None:
+        try:
+            with db.transaction() as session:
+                session.scalars(select(KfConversation).with_for_update()).one()
+                locked.set()
+                deadline = time.monotonic() + 10
+                while not _waiting_on_a_lock(db) and time.monotonic() < deadline:
+                    time.sleep(0.02)  # until the planner waits for this conversation
+                ledger.append_message(session, recipient="c", sender="", channel="kf_text",
+                                      script_key="fallback", script_version=1, content_hash="h",
+                                      approval_id=1, rendered_text="x", lint_verdict="pass",
+                                      lexicon_version="v", now=TUESDAY)  # fmt: skip
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    replier = threading.Thread(target=reply)
+    replier.start()
+    assert locked.wait(timeout=10)
+    try:
+        plan_run(db, settings, run_id, now=TUESDAY)
+    finally:
+        replier.join(timeout=30)
+    assert errors == []
+    assert recipients(db, run_id) == {"c": ("kf", None)}
+    with db.read() as session:
+        assert ledger.verify(session).ok
+
+
+def _waiting_on_a_lock(db: Database) -> bool:
+    """Whether another session of this database waits for a lock (the planner, in the test above)."""
+    with db.engine.connect() as conn:
+        waiting = conn.scalar(
+            sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND query ILIKE '%kf_conversations%'"
+            )
+        )
+    return bool(waiting)
+
+
 def test_the_day_cap_follows_the_shanghai_date_not_utc(
     db: Database, settings: Settings, scripts: None
 ) -> None:
@@ -914,7 +969,17 @@ def test_a_dry_run_equals_the_real_plan_and_writes_nothing(
     before = table_counts(db)
     dry = plan_run(db, settings, run_id, now=TUESDAY, dry_run=True, batch_size=3)
     hypothetical = dry_run_campaign(db, settings, "morning", TUESDAY, batch_size=3)
+    streamed: list[list[PlannedRecipient]] = []
+    summary = dry_run_campaign(db, settings, "morning", TUESDAY, batch_size=3, sink=streamed.append)
     assert table_counts(db) == before
+    # Streamed batch by batch (at most a page each, in lead order), none kept: the same plan.
+    assert summary.recipients == [] and all(0 < len(b) <= 3 for b in streamed)
+    assert [r for b in streamed for r in b] == hypothetical.recipients
+    assert (summary.counts, summary.tasks, summary.message) == (
+        hypothetical.counts,
+        hypothetical.tasks,
+        hypothetical.message,
+    )
     real = plan_run(db, settings, run_id, now=TUESDAY, batch_size=3)
     with db.read() as session:
         stored = load_plan(session, run_id, with_recipients=True)

@@ -14,7 +14,7 @@ import enum
 import io
 import json
 from collections import Counter, defaultdict
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -194,6 +194,8 @@ class RunPlan:
 
 
 CSV_FIELDS = ("lead_id", "external_user_id", "channel", "skip_reason", "sender", "open_kfid")
+# Takes a dry run's recipients batch by batch, in lead order (a dry run then keeps none in memory).
+RecipientSink = Callable[[list[PlannedRecipient]], None]
 
 
 def purpose_key(run_id: int, lead_id: int) -> str:
@@ -549,16 +551,25 @@ class _Planner:
         self.recipients: list[PlannedRecipient] = []
         self.policy = policy_from_settings(settings.compliance)
         self._kf_accounts: list[str] | None = None  # open_kfids with conversations, read once
+        self._params: dict[int, dict[str, int]] = {}
 
     def decide_batch(
-        self, session: Session, batch: list[AudienceMember]
+        self,
+        session: Session,
+        batch: list[AudienceMember],
+        conversations: Mapping[str, list[KfConversation]] | None = None,
     ) -> list[tuple[AudienceMember, Decision]]:
-        """Look up what the batch's decisions need in a few queries, then decide each recipient."""
+        """Look up what the batch's decisions need in a few queries, then decide each recipient.
+
+        `conversations` are the batch's kf conversations when the caller has already locked them.
+        """
         p = self.prepared
         if p.quiet:
             return [(m, decide(m, quiet=True, usage=(0, 0, 0), caps=self.caps, relations=[],
                                conversations=[], at=p.at)) for m in batch]  # fmt: skip
         customers = [m.external_user_id for m in batch]
+        if conversations is None:
+            conversations = self.conversations(session, customers)
         usage = cap_usage(session, customers, self.windows, self.run_id)
         relations: dict[str, list[_Relation]] = defaultdict(list)
         rel = ContactRelation
@@ -569,21 +580,6 @@ class _Planner:
         )
         for ext, user_id, status, updated_at, rel_id in rows:
             relations[ext].append(_Relation(user_id, status, updated_at, rel_id))
-        conversations: dict[str, list[KfConversation]] = defaultdict(list)
-        if self._kf_accounts is None:
-            self._kf_accounts = list(session.scalars(select(KfConversation.open_kfid).distinct()))
-        if self._kf_accounts:
-            kf = KfConversation
-            # open_kfid leads the conversations' unique index, so each customer is an index lookup.
-            stmt = (
-                select(kf)
-                .where(kf.open_kfid.in_(self._kf_accounts), one_of(session, kf.external_user_id, customers))
-                .order_by(kf.id)
-            )
-            if not self.dry_run:
-                stmt = stmt.with_for_update(of=kf)  # its reply count is updated below, as kf replies do
-            for conv in session.scalars(stmt):
-                conversations[conv.external_user_id].append(conv)
         return [
             (
                 m,
@@ -600,25 +596,51 @@ class _Planner:
             for m in batch
         ]
 
-    def plan_dry(self, session: Session, batch: list[AudienceMember]) -> None:
-        """Decide a batch and keep the result in memory; nothing is written."""
+    def conversations(self, session: Session, customers: list[str]) -> dict[str, list[KfConversation]]:
+        """The customers' kf conversations; a real run locks them before it takes the ledger lock,
+        in the order kf replies use (conversation, then ledger), so the two never deadlock."""
+        conversations: dict[str, list[KfConversation]] = defaultdict(list)
+        if self.prepared.quiet:
+            return conversations
+        if self._kf_accounts is None:
+            self._kf_accounts = list(session.scalars(select(KfConversation.open_kfid).distinct()))
+        if self._kf_accounts:
+            kf = KfConversation
+            # open_kfid leads the conversations' unique index, so each customer is an index lookup.
+            stmt = (
+                select(kf)
+                .where(kf.open_kfid.in_(self._kf_accounts), one_of(session, kf.external_user_id, customers))
+                .order_by(kf.id)
+            )
+            if not self.dry_run:
+                stmt = stmt.with_for_update(of=kf)  # its reply count is updated below, as kf replies do
+            for conv in session.scalars(stmt):
+                conversations[conv.external_user_id].append(conv)
+        return conversations
+
+    def plan_dry(
+        self, session: Session, batch: list[AudienceMember], sink: RecipientSink | None = None
+    ) -> None:
+        """Decide a batch; its recipients go to `sink`, else are kept in memory. Nothing is written."""
+        planned: list[PlannedRecipient] = []
         for m, d in self.decide_batch(session, batch):
             if d.channel == RecipientChannel.MASS:
                 self.tasks.assign_dry(d.sender)
-            self._keep(m, d)
-
-    def _keep(self, m: AudienceMember, d: Decision) -> None:
-        self.counts[(d.channel, d.reason)] += 1
-        self.recipients.append(
-            PlannedRecipient(
-                m.lead_id,
-                m.external_user_id,
-                d.channel,
-                d.reason,
-                d.sender,
-                d.conversation.open_kfid if d.conversation is not None else "",
+            self.counts[(d.channel, d.reason)] += 1
+            planned.append(
+                PlannedRecipient(
+                    m.lead_id,
+                    m.external_user_id,
+                    d.channel,
+                    d.reason,
+                    d.sender,
+                    d.conversation.open_kfid if d.conversation is not None else "",
+                )
             )
-        )
+        if sink is None:
+            self.recipients.extend(planned)
+        else:
+            sink(planned)
 
     def plan_real(self, session: Session, batch: list[AudienceMember]) -> int:
         """Decide the batch's new recipients and write their rows, deliveries, ledger entries and tasks.
@@ -627,9 +649,6 @@ class _Planner:
         """
         assert self.run_id is not None
         run_id = self.run_id
-        # Held to commit: campaign messages are only written under it, so this batch's cap counts
-        # include every message committed by any other run, and none can be added until it commits.
-        ledger.hold(session)
         first, last = batch[0].lead_id, batch[-1].lead_id
         done = set(
             session.scalars(
@@ -641,7 +660,11 @@ class _Planner:
         batch = [m for m in batch if m.lead_id not in done]  # planned before a crash: kept as they are
         if not batch:
             return 0
-        decided = self.decide_batch(session, batch)
+        conversations = self.conversations(session, [m.external_user_id for m in batch])
+        # Held to commit: campaign messages are only written under it, so this batch's cap counts
+        # include every message committed by any other run, and none can be added until it commits.
+        ledger.hold(session)
+        decided = self.decide_batch(session, batch, conversations)
         tasks = self._assign_tasks(session, decided)
         kf_rows: dict[int, Delivery] = {}
         mass: list[tuple[int, dict[str, Any]]] = []
@@ -775,8 +798,17 @@ class _Planner:
             "purpose_key": purpose_key(self.run_id, m.lead_id),
             "recipient": m.external_user_id,
             "sender": task.sender,
-            "params": {"mass_task_id": task.id, "run_id": self.run_id},
+            "params": self._task_params(task.id),
         }
+
+    def _task_params(self, task_id: int) -> dict[str, int]:
+        """The params of a task's delivery rows: one shared object per task, so the bulk writer
+        converts it to JSON once per task rather than once per row."""
+        params = self._params.get(task_id)
+        if params is None:
+            assert self.run_id is not None
+            params = self._params[task_id] = {"mass_task_id": task_id, "run_id": self.run_id}
+        return params
 
     @cached_property
     def _mass_row(self) -> dict[str, Any]:
@@ -971,15 +1003,20 @@ def dry_run_campaign(
     occurrence: datetime,
     now: datetime | None = None,
     batch_size: int = PLAN_BATCH_SIZE,
+    sink: RecipientSink | None = None,
 ) -> RunPlan:
-    """Plan a hypothetical occurrence of a campaign, for review: every recipient, channel and the text."""
+    """Plan a hypothetical occurrence of a campaign, for review: every recipient, channel and the text.
+
+    With `sink` the recipients are handed over batch by batch instead of returned (constant memory
+    whatever the audience size); the plan still carries the text, counts and tasks.
+    """
     if occurrence.tzinfo is None:
         raise ValueError("occurrence: pass an aware datetime")
     with db.read() as session:
         campaign_id = session.scalar(select(Campaign.id).where(Campaign.key == campaign_key))
         if campaign_id is None:
             raise PlanError(f"no campaign {campaign_key!r}")
-    return _dry(db, settings, campaign_id, occurrence, now or occurrence, None, batch_size)
+    return _dry(db, settings, campaign_id, occurrence, now or occurrence, None, batch_size, sink)
 
 
 def _dry(
@@ -990,6 +1027,7 @@ def _dry(
     now: datetime,
     run_id: int | None,
     batch_size: int,
+    sink: RecipientSink | None = None,
 ) -> RunPlan:
     at = max(occurrence, now)
     with db.read() as session:  # never committed: alerts raised while preparing are dropped
@@ -1007,7 +1045,7 @@ def _dry(
             batch = fetch_batch(session, prepared.audience, after_id, batch_size)
             if not batch:
                 break
-            planner.plan_dry(session, batch)
+            planner.plan_dry(session, batch, sink)
         after_id = batch[-1].lead_id
     return RunPlan(
         prepared.campaign_key,
