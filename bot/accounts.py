@@ -21,19 +21,35 @@ MIN_PASSWORD_LENGTH = 10
 
 
 class AccountError(ValueError):
-    """An account cannot be created as asked."""
+    """An account cannot be created or changed as asked.
+
+    `code` names the refusal and `params` the values its message mentions, so the console can say it
+    in the reader's language; the English message stays for the CLI and logs.
+    """
+
+    def __init__(self, message: str, code: str = "", **params: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.params = params
 
 
 def create_user(session: Session, username: str, role: str, password: str, actor: str = "cli") -> User:
     """Create an account after validating name, role and password strength; audit it."""
     if not _USERNAME_RE.match(username):
-        raise AccountError("username: 2-64 characters from letters, digits and _.-@")
+        raise AccountError(
+            "username: 2-64 characters from letters, digits and _.-@", "account.username_format"
+        )
     if role not in Role.__members__.values():
-        raise AccountError(f"role: must be one of {', '.join(r.value for r in Role)}")
+        roles = ", ".join(r.value for r in Role)
+        raise AccountError(f"role: must be one of {roles}", "account.role", roles=roles)
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise AccountError(f"password: at least {MIN_PASSWORD_LENGTH} characters")
+        raise AccountError(
+            f"password: at least {MIN_PASSWORD_LENGTH} characters",
+            "account.password",
+            min=MIN_PASSWORD_LENGTH,
+        )
     if session.scalars(select(User).where(User.username == username)).first() is not None:
-        raise AccountError(f"username {username!r} is taken")
+        raise AccountError(f"username {username!r} is taken", "account.taken", username=username)
     user = User(username=username, role=role, password_hash=generate_password_hash(password))
     session.add(user)
     session.add(
@@ -123,7 +139,7 @@ def unlock_user(session: Session, username: str, actor: str) -> User:
     """Lift a sign-in lockout before it runs out; audited."""
     user = find_user(session, username)
     if user is None:
-        raise AccountError(f"no account named {username!r}")
+        raise AccountError(f"no account named {username!r}", "account.unknown", username=username)
     user.failed_logins = 0
     user.locked_until = None
     _audit(session, actor, "user.unlock", f"user:{username}")
@@ -134,13 +150,13 @@ def set_active(session: Session, username: str, active: bool, actor: str) -> Use
     """Enable or disable an account; nobody disables themselves, and the last active admin stays."""
     user = find_user(session, username)
     if user is None:
-        raise AccountError(f"no account named {username!r}")
+        raise AccountError(f"no account named {username!r}", "account.unknown", username=username)
     if not active and username == actor:
-        raise AccountError("you cannot disable your own account")
+        raise AccountError("you cannot disable your own account", "account.disable_self")
     if not active and user.role == Role.ADMIN and user.active:
         others = select(User.id).where(User.role == Role.ADMIN, User.active.is_(True), User.id != user.id)
         if session.scalars(others.limit(1)).first() is None:
-            raise AccountError("the last active admin cannot be disabled")
+            raise AccountError("the last active admin cannot be disabled", "account.last_admin")
     if user.active != active:
         user.active = active
         _audit(session, actor, "user.enable" if active else "user.disable", f"user:{username}")

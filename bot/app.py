@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from bot.config import Settings, load_settings
 from bot.services import Services
@@ -23,6 +24,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         SESSION_COOKIE_SAMESITE="Lax",
     )
     app.extensions["wecom_bot"] = services
+    hops = settings.web.trusted_proxies
+    if hops:
+        # Believe only the entries our own proxies appended: the client's address and scheme.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
 
     from bot import api, console
     from bot.web import callback, health

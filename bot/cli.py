@@ -168,13 +168,19 @@ def init(ctx: Context, no_input: bool, admin_username: str | None, admin_passwor
     click.echo(f"admin {admin_username!r} created")
 
 
-def _wait_for_signal(stop: threading.Event) -> None:
+def _stop_on_signal(stop: threading.Event) -> None:
+    """Set `stop` on SIGTERM or SIGINT; install it before starting threads that may be signalled."""
+
     def handler(signum: int, _frame: Any) -> None:
         log.info("signal %s: stopping", signum)
         stop.set()
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+
+
+def _wait_for_signal(stop: threading.Event) -> None:
+    _stop_on_signal(stop)
     while not stop.wait(0.5):
         pass
 
@@ -324,6 +330,7 @@ def scheduler(ctx: Context, metrics_port: int | None, metrics_host: str | None) 
         default_planner(services.db, services.settings, services.coordinator),
     )
     stop = threading.Event()
+    _stop_on_signal(stop)  # before the thread can announce leadership to anyone about to signal
     thread = threading.Thread(target=service.run_forever, args=(stop,), name="scheduler", daemon=True)
     thread.start()
     try:
@@ -457,6 +464,7 @@ def users_add(ctx: Context, username: str, role: str, password: str | None) -> N
 
 
 def _register_commands() -> None:
+    from bot.cli_alerts import alerts
     from bot.cli_api import api_tokens
     from bot.cli_calendar import calendar
     from bot.cli_campaigns import campaigns, courses
@@ -470,6 +478,7 @@ def _register_commands() -> None:
     from bot.demo import demo
     from bot.wecom.simulator.cli import simulator
 
+    main.add_command(alerts)
     main.add_command(api_tokens)
     main.add_command(calendar)
     main.add_command(campaigns)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +16,7 @@ from models.campaigns import Campaign, CampaignRun
 
 if TYPE_CHECKING:
     from bot.campaigns.controls import SwitchState
-    from bot.campaigns.planner import RunPlan
+    from bot.campaigns.planner import PlannedRecipient, RunPlan
     from bot.cli import Context
 
 RUN_STATUSES = ("pending", "planned", "skipped", "failed")
@@ -84,6 +86,28 @@ def _echo_plan(plan: RunPlan, err: bool = False) -> None:
             out(f"  skipped {reason}: {n} ({SKIP_DESCRIPTIONS.get(reason, reason)})")
     for task in plan.tasks:
         out(f"  task for {task.sender}: {task.recipients} customers")
+
+
+class _CsvOut:
+    """Writes a dry run's recipients to stdout as CSV batch by batch, the header first."""
+
+    def __init__(self) -> None:
+        from bot.campaigns.planner import CSV_FIELDS
+
+        self.fields = CSV_FIELDS
+        self.started = False
+
+    def __call__(self, batch: list[PlannedRecipient]) -> None:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        if not self.started:
+            writer.writerow(self.fields)
+            self.started = True
+        writer.writerows(
+            [r.lead_id, r.external_user_id, r.channel, r.skip_reason or "", r.sender, r.open_kfid]
+            for r in batch
+        )
+        click.echo(out.getvalue(), nl=False)
 
 
 @click.group()
@@ -161,20 +185,23 @@ def plan_command(ctx: Context, run_id: int) -> None:
 def dry_run(ctx: Context, campaign_key: str, at: datetime | None, fmt: str) -> None:
     """Plan a hypothetical occurrence without writing: recipients, channels, skip reasons and the text.
 
-    CSV rows go to stdout and the summary to stderr; JSON carries everything on stdout.
+    CSV rows go to stdout batch by batch as they are decided (nothing is held in memory) and the
+    summary to stderr; JSON carries everything on stdout.
     """
     from bot.campaigns.planner import PlanError, dry_run_campaign
 
     services = _services(ctx)
     occurrence = at or utcnow()
     try:
-        plan = dry_run_campaign(services.db, services.settings, campaign_key, occurrence)
+        if fmt == "json":
+            click.echo(dry_run_campaign(services.db, services.settings, campaign_key, occurrence).to_json())
+            return
+        sink = _CsvOut()
+        plan = dry_run_campaign(services.db, services.settings, campaign_key, occurrence, sink=sink)
     except PlanError as exc:
         raise click.ClickException(str(exc)) from None
-    if fmt == "json":
-        click.echo(plan.to_json())
-        return
-    click.echo(plan.to_csv(), nl=False)
+    if not sink.started:
+        sink([])  # nobody in the audience: the header alone
     _echo_plan(plan, err=True)
 
 

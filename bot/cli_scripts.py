@@ -56,7 +56,7 @@ as_option = click.option("--as", "username", required=True, help="Account acting
 
 @click.group()
 def scripts() -> None:
-    """Manage message scripts: draft, submit, approve, reject, retire, export, import."""
+    """Manage message scripts: draft, submit, approve, reject, retire, A/B variants, export, import."""
 
 
 @scripts.command("list")
@@ -156,6 +156,10 @@ def submit_cmd(ctx: click.Context, key: str, number: int, username: str) -> None
 @click.option("--valid-from", default=None, help="ISO date/time the approval starts (UTC if no offset).")
 @click.option("--valid-until", default=None, help="ISO date/time the approval ends (exclusive).")
 @click.option("--reason", default="")
+@click.option("--as-variant", is_flag=True, help="Put it live as an A/B variant next to the version in use.")
+@click.option(
+    "--weight", type=int, default=50, show_default=True, help="The variant's weight (with --as-variant)."
+)
 @click.pass_context
 def approve_cmd(
     ctx: click.Context,
@@ -165,14 +169,19 @@ def approve_cmd(
     valid_from: str | None,
     valid_until: str | None,
     reason: str,
+    as_variant: bool,
+    weight: int,
 ) -> None:
     """Approve a submitted version (compliance only; never your own; never over a block)."""
     from scripts_library.catalogue import approve
 
     start, end = _when(valid_from, "--valid-from"), _when(valid_until, "--valid-until")
     with _workflow(ctx) as (session, policy):
-        approval = approve(session, key, number, username, policy, start, end, reason)
-        click.echo(f"{key} v{number} approved (approval {approval.id})")
+        approval = approve(
+            session, key, number, username, policy, start, end, reason, as_variant=as_variant, weight=weight
+        )
+        kind = f" as an A/B variant with weight {weight}" if as_variant else ""
+        click.echo(f"{key} v{number} approved{kind} (approval {approval.id})")
 
 
 @scripts.command("reject")
@@ -196,12 +205,70 @@ def reject_cmd(ctx: click.Context, key: str, number: int, username: str, reason:
 @as_option
 @click.pass_context
 def retire_cmd(ctx: click.Context, key: str, number: int, username: str) -> None:
-    """Withdraw a version from use."""
+    """Withdraw a version from use (a live A/B variant leaves its test; one left ends the test)."""
     from scripts_library.catalogue import retire
 
     with _workflow(ctx) as (session, _):
         retire(session, key, number, username)
     click.echo(f"{key} v{number} retired")
+
+
+@scripts.command("variants")
+@click.argument("key")
+@click.pass_context
+def variants_cmd(ctx: click.Context, key: str) -> None:
+    """List KEY's A/B tests: each variant's weight, leads assigned and what its messages led to."""
+    from scripts_library.variants import report
+
+    with _workflow(ctx) as (session, _):
+        tests = report(session, key)
+        if not tests:
+            click.echo(f"{key} has no A/B tests")
+        for test in tests:
+            e = test.experiment
+            when = (
+                f"since {e.started_at:%Y-%m-%d %H:%M}Z"
+                if e.ended_at is None
+                else (f"{e.started_at:%Y-%m-%d %H:%M}Z .. {e.ended_at:%Y-%m-%d %H:%M}Z: {e.outcome}")
+            )
+            click.echo(f"test #{e.id} [{e.status}] {when}")
+            click.echo("  variant version status      weight share% leads   sent deliv replied regist qualif")
+            for arm in test.arms:
+                n = arm.numbers
+                click.echo(
+                    f"  {arm.variant.label:<7} v{arm.version.number:<6} {arm.variant.status:<11} "
+                    f"{arm.variant.weight:>6} {arm.share:>6} {arm.assigned:>5} {n.sent:>6} {n.delivered:>5} "
+                    f"{n.replied:>7} {n.registered:>6} {n.qualified:>6}"
+                )
+
+
+@scripts.command("weight")
+@click.argument("key")
+@click.argument("number", type=int)
+@click.argument("weight", type=int)
+@as_option
+@click.pass_context
+def weight_cmd(ctx: click.Context, key: str, number: int, weight: int, username: str) -> None:
+    """Set a live variant's weight for new leads (0-1000; assigned leads keep their variant)."""
+    from scripts_library.variants import set_weight
+
+    with _workflow(ctx) as (session, _):
+        set_weight(session, key, number, weight, username)
+    click.echo(f"{key} v{number} weight {weight}")
+
+
+@scripts.command("promote")
+@click.argument("key")
+@click.argument("number", type=int)
+@as_option
+@click.pass_context
+def promote_cmd(ctx: click.Context, key: str, number: int, username: str) -> None:
+    """End KEY's A/B test with variant NUMBER as the version in use; the others are superseded."""
+    from scripts_library.variants import promote
+
+    with _workflow(ctx) as (session, _):
+        experiment = promote(session, key, number, username)
+        click.echo(f"{key} v{number} promoted; A/B test #{experiment.id} ended")
 
 
 @scripts.command("export")

@@ -6,6 +6,7 @@ import dataclasses
 import os
 import re
 import tomllib
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -18,6 +19,16 @@ _AES_KEY_RE = re.compile(r"^[A-Za-z0-9]{43}$")
 
 class ConfigError(ValueError):
     """Configuration is missing, malformed, or names an unknown key."""
+
+
+class ConfigWarning(FutureWarning):
+    """Configuration sets a key that was removed: it is ignored, and should be deleted from the file."""
+
+
+# Keys a release removed, and why: an older file still starts, with a warning naming each one.
+REMOVED_KEYS: dict[tuple[str, str], str] = {
+    ("web", "dedupe_ttl_s"): "callbacks are deduplicated by a unique key in the database; nothing read it",
+}
 
 
 @dataclass(frozen=True)
@@ -55,13 +66,13 @@ class RedisSettings:
 
 @dataclass(frozen=True)
 class WebSettings:
-    """The HTTP side: session signing key, body limits and dedupe cache."""
+    """The HTTP side: session signing key, body limits, listen address, trusted proxies."""
 
     secret_key: str = ""
     max_body_bytes: int = 65536
-    dedupe_ttl_s: int = 86400
     host: str = "127.0.0.1"
     port: int = 8080
+    trusted_proxies: int = 0  # reverse-proxy hops whose X-Forwarded-For/-Proto are believed
 
 
 @dataclass(frozen=True)
@@ -400,6 +411,7 @@ def _validate(settings: Settings) -> None:
             1024 <= settings.web.max_body_bytes <= 10 * 1024 * 1024,
             "web.max_body_bytes: must be 1 KiB..10 MiB",
         ),
+        (0 <= settings.web.trusted_proxies <= 5, "web.trusted_proxies: must be 0-5"),
         (settings.worker.max_attempts >= 1, "worker.max_attempts: must be at least 1"),
         (settings.worker.lease_s >= 5, "worker.lease_s: must be at least 5 seconds"),
         (settings.worker.batch_size >= 1, "worker.batch_size: must be at least 1"),
@@ -515,6 +527,14 @@ def _build(data: Mapping[str, Mapping[str, Any]], base: Settings | None = None) 
         current = getattr(base, name)
         hints = get_type_hints(type(current))
         values = dict(data.get(name, {}))
+        for key in [k for k in values if (name, k) in REMOVED_KEYS]:
+            del values[key]
+            warnings.warn(
+                f"{name}.{key} is no longer a setting and is ignored ({REMOVED_KEYS[name, key]});"
+                f" delete it from the file (or unset {ENV_PREFIX}{name.upper()}__{key.upper()})",
+                ConfigWarning,
+                stacklevel=3,
+            )
         for key in values:
             if key not in hints:
                 raise ConfigError(f"{name}.{key}: unknown key")

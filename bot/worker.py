@@ -292,6 +292,9 @@ class Worker:
     def run_forever(self, stop: threading.Event) -> None:
         """Process events as they arrive: woken at once on ingest, with a slow poll as a safety net."""
         log.info("worker %s started", self.worker_id)
+        from bot.campaigns.previews import start_runner  # campaign dry runs: one runner per process
+
+        start_runner(self.settings, self.db, self.coordinator, stop)
         try:
             self.coordinator.wait(WAKE_CHANNEL, 0)  # subscribe before the first claim
         except Exception:

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from bot.delivery.outbox import cancel_pending
 from bot.leads.attribution import Arrival, record_arrivals
 from bot.leads.tagsync import TAGS_CHANNEL
-from bot.leads.welcome import message_values, queue_welcome, welcome_deadline
+from bot.leads.welcome import assign_welcome_variants, message_values, queue_welcome, welcome_deadline
 from bot.routing import HandlerContext, Router, change_type
 from bot.wecom.events import (
     ChangeType,
@@ -80,6 +80,7 @@ def customers_added(items: Sequence[tuple[Event, HandlerContext]]) -> None:
         stmt_members = select(Member).where(Member.userid.in_({event.user_id for event, _ctx in adds}))
         members = {member.userid: member for member in session.scalars(stmt_members)}
     audits = []
+    to_welcome: list[tuple[ExternalContactChange, HandlerContext, Lead]] = []
     for (event, ctx), (lead, code) in zip(adds, attributed, strict=True):
         audits.append(
             ctx.audit_row(
@@ -94,7 +95,11 @@ def customers_added(items: Sequence[tuple[Event, HandlerContext]]) -> None:
         key = _welcome_key(event)
         if event.welcome_code and not lead.opted_out and key in welcomes:
             welcomes.discard(key)
-            _queue_welcome(event, ctx, lead, members.get(event.user_id))
+            to_welcome.append((event, ctx, lead))
+    if to_welcome:
+        assign_welcome_variants(session, [lead for _event, _ctx, lead in to_welcome], adds[0][1].now)
+    for event, ctx, lead in to_welcome:
+        _queue_welcome(event, ctx, lead, members.get(event.user_id))
     insert_rows(session, AuditEntry, audits)
 
 

@@ -28,9 +28,17 @@ from models.inbox import EventStatus, InboundEvent
 from models.kf import InboundRiskHit, IntentSignal, KfConversation, KfCursor
 from models.leads import PLATFORM_NAMES, CorpTag, HookCode, Lead, LeadTag, LeadTouch, Member, Platform
 from models.ledger import LedgerEntry
+from models.previews import CampaignPreview, PreviewRecipient, PreviewStatus
 from models.scoring import ScoreEvent, ScoreKind, StageChange
 from models.scripts import Approval, Audience, Script, ScriptKind, ScriptVersion, VersionStatus
 from models.users import Role, User
+from models.variants import (
+    ExperimentStatus,
+    ScriptExperiment,
+    ScriptVariant,
+    VariantAssignment,
+    VariantStatus,
+)
 
 __all__ = [
     "PLATFORM_NAMES",
@@ -45,6 +53,7 @@ __all__ = [
     "CalendarOverride",
     "Campaign",
     "CampaignKind",
+    "CampaignPreview",
     "CampaignRun",
     "CampaignStatus",
     "Channel",
@@ -56,6 +65,7 @@ __all__ = [
     "Delivery",
     "DeliveryStatus",
     "EventStatus",
+    "ExperimentStatus",
     "Handoff",
     "HandoffStatus",
     "HookCode",
@@ -73,6 +83,8 @@ __all__ = [
     "Member",
     "OverrideKind",
     "Platform",
+    "PreviewRecipient",
+    "PreviewStatus",
     "RecipientChannel",
     "RelationStatus",
     "Role",
@@ -82,11 +94,15 @@ __all__ = [
     "ScoreEvent",
     "ScoreKind",
     "Script",
+    "ScriptExperiment",
     "ScriptKind",
+    "ScriptVariant",
     "ScriptVersion",
     "StageChange",
     "Switch",
     "User",
+    "VariantAssignment",
+    "VariantStatus",
     "VersionStatus",
     "utcnow",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -74,6 +75,9 @@ class Handoff(Base):
     responded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     note: Mapped[str] = mapped_column(Text, default="")  # why it ended (declined, timed out, closed)
+    # The bot's own notes also by code and values, so the console can word them (None: free text only).
+    note_code: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    note_params: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # How the conversation moved to the manager on accept: kf_transfer | transfer_customer | notify_owner.
     channel_action: Mapped[str] = mapped_column(String(32), default="")
     channel_status: Mapped[str] = mapped_column(String(16), default="")  # pending | done | failed

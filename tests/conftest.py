@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
+from werkzeug.security import generate_password_hash
 
 from bot.config import Settings
 from bot.coordination import Coordinator, MemoryCoordinator
@@ -62,6 +63,25 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     admin.dispose()
 
 
+# werkzeug's default scrypt work factor (n=32768, 32 MiB) costs about 0.1 s a hash, and hundreds of
+# tests create and sign in users. Tests hash with n=1024: still salted scrypt, checked by the same code.
+TEST_PASSWORD_HASH = "scrypt:1024:8:1"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cheap_password_hashing() -> Iterator[None]:
+    """Hash test passwords with a low scrypt work factor (the check reads it from the hash)."""
+    import bot.accounts
+
+    def generate(password: str) -> str:
+        return generate_password_hash(password, method=TEST_PASSWORD_HASH)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bot.accounts, "generate_password_hash", generate)
+        patch.setattr(bot.accounts, "_DUMMY_HASH", generate("not-a-real-password"))
+        yield
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     """The Redis URL under test, or empty for in-process coordination; fails if set but unreachable."""
@@ -103,15 +123,29 @@ def _session_db(database_url: str) -> Iterator[Database]:
 
 
 def _truncate(db: Database) -> None:
+    """Empty the tables a test wrote to and restart their ids, as if the schema were new."""
     from models import Base
 
     tables = [t.name for t in Base.metadata.sorted_tables]
     with db.engine.begin() as conn:
-        if db.is_postgres:
-            conn.execute(sa.text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
-        else:
+        if not db.is_postgres:
             for name in reversed(tables):
                 conn.execute(sa.text(f"DELETE FROM {name}"))
+            return
+        # Truncating costs PostgreSQL new files for each table and index (about 10 ms a table), and
+        # a test writes to a few tables at most. A table's file is empty until a row is written to
+        # it, even one rolled back, so an empty file means the table is as TRUNCATE left it.
+        sizes = " UNION ALL ".join(f"SELECT '{name}', pg_relation_size('{name}')" for name in tables)
+        written = [name for name, size in conn.execute(sa.text(sizes)) if size]
+        if written:
+            conn.execute(sa.text(f"TRUNCATE {', '.join(written)} RESTART IDENTITY CASCADE"))
+        # An insert refused before it wrote (a NOT NULL column left empty) still used an id.
+        used = sa.text(
+            "SELECT sequencename FROM pg_sequences "
+            "WHERE schemaname = current_schema() AND last_value IS NOT NULL"
+        )
+        for sequence in conn.scalars(used).all():
+            conn.execute(sa.text(f'ALTER SEQUENCE "{sequence}" RESTART'))
 
 
 @pytest.fixture

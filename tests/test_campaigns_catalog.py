@@ -26,14 +26,18 @@ from bot.campaigns.catalog import (
     update_campaign,
 )
 from bot.campaigns.courses import create_course
+from bot.campaigns.planner import dry_run_campaign
 from bot.cli import main
-from bot.config import ComplianceSettings
+from bot.config import ComplianceSettings, Settings
+from bot.db import Database
 from bot.leads.hookcodes import create_code
 from bot.services import Services
 from models.audit import AuditEntry
 from models.campaigns import Campaign, CampaignRun, Course
 from models.users import User
 from scripts_library import catalogue as cat
+from tests.scripts_fixtures import POLICY, approved
+from tests.test_planner import body as planner_body
 
 NOW = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)  # Friday 10:00 in Shanghai
 COURSE_START = NOW + timedelta(days=3)
@@ -423,3 +427,59 @@ def test_campaigns_from_the_command_line(runner: CliRunner, env: dict[str, str],
         "campaign.create", "campaign.create", "campaign.update", "campaign.pause", "campaign.resume",
         "campaign.archive",
     ]  # fmt: skip
+
+
+PER_LEAD = (
+    "{{ lead.display_name }}您好，{{ firm.name }}投资者教育资料已更新，仅供学习参考，不构成投资建议。"
+    "市场有风险，投资需谨慎。{{ firm.opt_out }}"
+)
+FOR_ALL = (
+    "{{ firm.name }}投资者教育资料已更新，仅供学习参考，不构成投资建议。市场有风险，投资需谨慎。"
+    "{{ firm.opt_out }}"
+)
+
+
+def test_a_script_with_per_customer_variables_is_refused_for_one_text_campaigns(session: Session) -> None:
+    cat.save_draft(session, "news_flash", PER_LEAD, "olivia", POLICY)
+    before = counts(session)
+    with pytest.raises(CampaignError, match=r"'news_flash' v1 \(draft\) uses \{\{ lead.display_name \}\}"):
+        create_campaign(session, "news", "快讯", "announcement", "news_flash", Schedule.daily("09:00"),
+                        "olivia", now=NOW)  # fmt: skip
+    assert counts(session) == before and not session.new
+    cat.create_script(session, "plain_flash", "keyword_reply", "olivia")
+    cat.save_draft(session, "plain_flash", FOR_ALL, "olivia", POLICY)
+    news = create_campaign(session, "news", "快讯", "announcement", "plain_flash", Schedule.daily("09:00"),
+                           "olivia", now=NOW)  # fmt: skip
+    before = counts(session)
+    with pytest.raises(CampaignError, match="render one text for all their recipients and fill only firm"):
+        update_campaign(session, "news", "olivia", script_key="news_flash", now=NOW)
+    assert counts(session) == before and news.script_key == "plain_flash"
+
+
+def test_only_versions_that_may_still_be_sent_are_checked(session: Session) -> None:
+    saved = cat.save_draft(session, "news_flash", PER_LEAD, "olivia", POLICY)
+    cat.submit(session, "news_flash", saved.version.number, "olivia", POLICY)
+    cat.reject(session, "news_flash", saved.version.number, "chen", "请勿称呼个人")
+    cat.save_draft(session, "news_flash", FOR_ALL, "olivia", POLICY)
+    news = create_campaign(session, "news", "快讯", "announcement", "news_flash", Schedule.daily("09:00"),
+                           "olivia", now=NOW)  # fmt: skip
+    assert news.script_key == "news_flash"
+
+
+@pytest.mark.parametrize("kind", ["morning_report", "course_invite", "course_reminder"])
+def test_the_default_campaign_scripts_fill_from_run_values(session: Session, kind: str) -> None:
+    cat.save_draft(session, kind, planner_body(kind), "olivia", POLICY)
+    schedule = Schedule.trading_days("08:30") if kind == "morning_report" else Schedule.course("etf-101", -60)
+    assert create_campaign(session, "c1", "c1", kind, kind, schedule, "olivia", now=NOW).script_key == kind
+
+
+def test_a_run_cannot_fill_lead_variables(db: Database, settings: Settings) -> None:
+    """Why the catalogue refuses them: a run renders once, so an existing such campaign fails closed."""
+    with db.transaction() as session:
+        seed(session)
+        approved(session, "greeting", "keyword_reply", PER_LEAD)
+        session.add(Campaign(key="legacy", name="legacy", kind="announcement", script_key="greeting",
+                             schedule_kind="daily", time_of_day="10:00", audience={"subscribed_only": True},
+                             created_by="olivia"))  # fmt: skip
+    plan = dry_run_campaign(db, settings, "legacy", NOW + timedelta(days=1), now=NOW)
+    assert plan.status == "failed" and "no attribute 'display_name'" in str(plan.reason)

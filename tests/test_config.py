@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import ConfigError, load_settings
+from bot.config import ConfigError, ConfigWarning, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,3 +72,15 @@ def test_bad_files_are_reported(tmp_path: Path) -> None:
     wrong_type.write_text("wecom = 1\n")
     with pytest.raises(ConfigError, match="expected a \\[section\\] table"):
         load_settings(wrong_type, environ={})
+
+
+def test_a_removed_key_is_ignored_with_a_warning_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "bot.toml"
+    path.write_text("[web]\ndedupe_ttl_s = 86400\nport = 9000\n")
+    with pytest.warns(ConfigWarning, match=r"web\.dedupe_ttl_s is no longer a setting and is ignored"):
+        s = load_settings(path, environ={})
+    assert s.web.port == 9000 and not hasattr(s.web, "dedupe_ttl_s")
+    with pytest.warns(ConfigWarning, match="unset BOT_WEB__DEDUPE_TTL_S"):
+        load_settings(environ={"BOT_WEB__DEDUPE_TTL_S": "60"})
+    with pytest.raises(ConfigError, match=r"web\.dedupe_ttl: unknown key"):  # a typo is still an error
+        load_settings(environ={"BOT_WEB__DEDUPE_TTL": "60"})

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
+import inspect
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -18,6 +21,7 @@ from werkzeug.test import TestResponse
 from bot.accounts import create_user
 from bot.app import create_app
 from bot.config import ConfigError, Settings, load_settings
+from bot.console import texts
 from bot.services import Services
 from models.audit import AuditEntry
 from models.base import utcnow
@@ -150,6 +154,40 @@ def test_one_address_is_limited_across_accounts(services: Services) -> None:
         assert session.scalars(select(User.last_login_at).where(User.username == "ada")).one() is None
 
 
+def _sign_ins_from(services: Services, hops: int, addresses: list[str]) -> tuple[list[int], list[str]]:
+    """Sign in as ada once from each forwarded address; the status codes and the audited clients."""
+    settings = services.settings.replace(
+        web={"trusted_proxies": hops}, console={"ip_max_attempts": 1, "ip_window_min": 10}
+    )
+    console = Console(
+        make_app(Services(settings, db=services.db, coordinator=services.coordinator)).test_client()
+    )
+    codes = []
+    for address in addresses:
+        console.client.environ_base["HTTP_X_FORWARDED_FOR"] = f"198.51.100.99, {address}"
+        codes.append(console.login("ada", "wrong-password!").status_code)
+    with services.db.read() as session:
+        details = session.scalars(
+            select(AuditEntry.detail)
+            .where(AuditEntry.action == "console.login_failed")
+            .order_by(AuditEntry.id)
+        )
+        return codes, [d["client"] for d in details]
+
+
+def test_forwarded_address_is_ignored_without_trusted_proxies(services: Services) -> None:
+    codes, clients = _sign_ins_from(services, 0, ["203.0.113.7", "203.0.113.8"])
+    assert codes == [401, 429]  # both attempts count against the one address the app sees
+    assert clients == ["127.0.0.1"]
+
+
+def test_one_trusted_proxy_hop_gives_each_client_its_own_address(services: Services) -> None:
+    codes, clients = _sign_ins_from(services, 1, ["203.0.113.7", "203.0.113.8", "203.0.113.7"])
+    # The address the proxy appended is used, never the one the client wrote before it.
+    assert codes == [401, 401, 429]
+    assert clients == ["203.0.113.7", "203.0.113.8"]
+
+
 def test_forms_without_a_csrf_token_change_nothing(console: Console, services: Services) -> None:
     console.login("olivia")
     response = console.post("/console/scripts/new", {"key": "k1", "kind": "welcome"}, csrf=False)
@@ -207,7 +245,11 @@ def test_disabling_an_account_ends_its_sessions(console: Console, app: Flask) ->
     admin.get("/console/users")
     assert admin.post("/console/users/olivia/disable").status_code == 302
     response = admin.post("/console/users/ada/disable")
-    assert "cannot disable your own account" in admin.get(response.location).get_data(as_text=True)
+    page = admin.get(response.location).get_data(as_text=True)
+    assert "不能停用自己的账号。" in page and "cannot disable your own account" not in page
+    response = admin.post("/console/users/ghost/unlock")
+    page = admin.get(response.location).get_data(as_text=True)
+    assert "没有名为 ghost 的账号。" in page and "no account named" not in page
     assert console.get("/console/scripts").status_code == 302
     assert console.login("olivia").status_code == 401
 
@@ -219,7 +261,13 @@ def test_admin_creates_accounts_and_bad_input_is_shown_next_to_the_field(console
         "/console/users", {"username": "x y", "role": "operator", "password": "long-enough-1"}
     )
     page = response.get_data(as_text=True)
-    assert response.status_code == 200 and 'class="field has-error"' in page and "username: 2-64" in page
+    assert response.status_code == 200 and 'class="field has-error"' in page
+    assert "用户名为 2-64 个字符，可用字母、数字和 _.-@。" in page and "username: 2-64" not in page
+    response = console.post(
+        "/console/users", {"username": "olivia", "role": "operator", "password": "long-enough-1"}
+    )
+    page = response.get_data(as_text=True)
+    assert "用户名 olivia 已被占用。" in page and "is taken" not in page
     response = console.post("/console/users", {"username": "ning", "role": "compliance", "password": "short"})
     assert "至少 10 个字符" in response.get_data(as_text=True)
     response = console.post(
@@ -253,6 +301,8 @@ def test_console_settings_are_validated() -> None:
         Settings().replace(console={"default_locale": "fr"})
     with pytest.raises(ConfigError, match=r"console\.max_failed_logins"):
         load_settings(environ={"BOT_CONSOLE__MAX_FAILED_LOGINS": "0"})
+    with pytest.raises(ConfigError, match=r"web\.trusted_proxies"):
+        load_settings(environ={"BOT_WEB__TRUSTED_PROXIES": "-1"})
     assert load_settings(environ={"BOT_CONSOLE__SECURE_COOKIES": "true"}).console.secure_cookies
 
 
@@ -273,3 +323,70 @@ def test_chinese_catalogue_translates_every_message_and_is_compiled() -> None:
     assert extracted - set(translated) == set(), "messages missing from the catalogue"
     assert all(translated[m] for m in extracted), "messages without a translation"
     assert {m.id: m.string for m in mo if m.id} == translated, "messages.mo is older than messages.po"
+
+
+def test_a_message_already_dealt_with_is_refused_in_the_readers_language(
+    console: Console, services: Services
+) -> None:
+    from bot.delivery.outbox import enqueue
+    from models.deliveries import Channel
+    from scripts_library import catalogue as cat
+    from tests.scripts_fixtures import POLICY
+
+    body = "{{ manager.name }}，您有一项待处理任务：{{ task.title }}，请在 {{ task.due }} 前完成。"
+    with services.db.transaction() as session:
+        cat.create_script(session, "staff_reminder", "staff_reminder", "olivia")
+        cat.save_draft(session, "staff_reminder", body, "olivia", POLICY)
+        cat.submit(session, "staff_reminder", 1, "olivia", POLICY)
+        cat.approve(session, "staff_reminder", 1, "chen", POLICY)
+        held = enqueue(
+            session, purpose_key="p1", channel=Channel.APP_MESSAGE, recipient="zhangsan",
+            script_key="staff_reminder", policy=POLICY,
+            values={"manager": {"name": "张三"}, "task": {"title": "确认全市场最佳的方案", "due": "9点"}},
+        ).id  # fmt: skip
+    console.login("chen")
+    console.get("/console/review")
+    assert console.post(f"/console/review/held/{held}/release").status_code == 302
+    again = console.post(f"/console/review/held/{held}/discard", {"reason": "重复"})
+    page = console.get(again.location).get_data(as_text=True)
+    assert f"未作废：消息 {held} 已不在待审核状态" in page and "not held for review" not in page
+
+
+# Each service error class, the module raising it and the call names its refusals are raised through.
+CODED_ERRORS = [
+    ("bot.campaigns.courses", {"CourseError", "error", "RowProblem"}),
+    ("bot.leads.hookcodes", {"HookCodeError"}),
+    ("bot.campaigns.audience", {"AudienceError"}),
+    ("bot.campaigns.controls", {"ControlError"}),
+    ("bot.accounts", {"AccountError"}),
+]
+
+
+def coded_calls(module_name: str, names: set[str]) -> tuple[set[str], list[int]]:
+    """Literal codes of the errors `module_name` raises through `names`; lines raising one without a code."""
+    module = importlib.import_module(module_name)
+    codes: set[str] = set()
+    uncoded: list[int] = []
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") in names:
+            if len(node.args) < 2:
+                uncoded.append(node.lineno)
+            else:
+                codes |= {c.value for c in ast.walk(node.args[1]) if isinstance(c, ast.Constant)}
+    return codes, uncoded
+
+
+@pytest.mark.parametrize(("module_name", "names"), CODED_ERRORS)
+def test_every_service_refusal_has_a_code_and_the_console_words_each_code(
+    module_name: str, names: set[str]
+) -> None:
+    codes, uncoded = coded_calls(module_name, names)
+    assert uncoded == [] and codes, module_name
+    assert codes <= set(texts.REFUSALS), codes - set(texts.REFUSALS)
+
+
+def test_every_console_refusal_text_belongs_to_a_service_code() -> None:
+    raised = set().union(*(coded_calls(module, names)[0] for module, names in CODED_ERRORS))
+    raised |= coded_calls("bot.campaigns.catalog", {"CampaignError"})[0]
+    # The two course lead times are refused in a loop, their codes taken from its tuple.
+    assert set(texts.REFUSALS) - raised == {"course.invite_minutes", "course.reminder_minutes"}

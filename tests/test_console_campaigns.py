@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
 import io
 import re
 from collections.abc import Mapping
 from datetime import timedelta
+from types import ModuleType
 
 from flask import Flask
 from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
+from bot.campaigns import catalog
 from bot.campaigns.controls import switch_state
 from bot.campaigns.planner import plan_run
+from bot.campaigns.previews import PreviewRunner
+from bot.console import texts
 from bot.console.blueprint import SHANGHAI
 from bot.services import Services
 from models.audit import AuditEntry
@@ -24,6 +30,11 @@ from tests.test_console_auth import Console, make_app
 from tests.test_console_scripts import signed_in
 from tests.test_planner import TUESDAY, body, campaign, lead, relate, run
 
+# One text for every recipient: announcements cannot use per-customer variables such as lead.*.
+ANNOUNCEMENT = (
+    "{{ firm.name }}投资者教育：今晚八点更新ETF入门资料，资料仅供学习参考，不构成投资建议。"
+    "市场有风险，投资需谨慎。{{ firm.opt_out }}"
+)
 PHONE_ID = "wm13812345678"  # an external id that happens to carry a mobile number
 MASKED_ID = "wm138****5678"
 
@@ -57,7 +68,7 @@ def test_list_shows_schedule_status_and_kill_switch_controls_by_role(services: S
         campaign(session, key="old-news", kind="announcement", script_key="morning_report", status="archived")
     operator = signed_in(app, "olivia")
     page = _text(operator.get("/console/campaigns"))
-    assert "morning" in page and "trading days at 08:30 Asia/Shanghai" in page
+    assert "morning" in page and "交易日 08:30" in page
     assert "old-news" not in page  # archived ones only on request
     assert 'data-testid="kill-switch"' in page and 'data-testid="sending-stop"' not in page
     archived = _text(operator.get("/console/campaigns?status=archived"))
@@ -73,27 +84,29 @@ def test_campaign_page_shows_audience_size_and_run_history_with_outcomes(service
     size = re.search(r'data-testid="audience-size">([^<]*)<', page)
     assert size is not None and "9" in size.group(1)  # subscribed leads; the unsubscribed one is out
     runs = page.split('data-testid="runs"')[1]
-    assert "planned" in runs and "2026-11-23 08:30" in runs
-    assert "queued 8" in runs  # the eight member customers' mass-send deliveries
+    assert "已规划" in runs and "2026-11-23 08:30" in runs
+    assert "排队中 8" in runs  # the eight member customers' mass-send deliveries
     assert signed_in(app, "olivia").get("/console/campaigns/nope").status_code == 404
 
 
 def test_preview_shows_the_exact_text_and_pages_recipients_masked_for_operators(services: Services) -> None:
     app = _setup(services, page_size=5)
-    at = "at=2026-11-24T08:30"
     operator = signed_in(app, "olivia")
-    first = _text(operator.get(f"/console/campaigns/morning?{at}"))
+    operator.get("/console/campaigns/morning")
+    preview = operator.post("/console/campaigns/morning/previews", {"at": "2026-11-24T08:30"}).location
+    PreviewRunner(services.settings, services.db).run_once()  # what the worker does in the background
+    first = _text(operator.get(preview))
     text = re.search(r'data-testid="preview-text">([^<]*)<', first)
     assert text is not None and "市场有风险" in text.group(1)
     recipients = first.split('data-testid="preview-recipients"')[1]
     assert "cust0" in recipients and "cust5" not in recipients
-    last = _text(operator.get(f"/console/campaigns/morning?{at}&rpage=2"))
+    last = _text(operator.get(f"{preview}?rpage=2"))
     shown = last.split('data-testid="preview-recipients"')[1]
     assert MASKED_ID in shown and PHONE_ID not in shown and "quiet" in shown
-    admin = _text(signed_in(app, "ada").get(f"/console/campaigns/morning?{at}&rpage=2"))
+    admin = _text(signed_in(app, "ada").get(f"{preview}?rpage=2"))
     assert PHONE_ID in admin.split('data-testid="preview-recipients"')[1]
-    bad = operator.get("/console/campaigns/morning?at=tomorrow")
-    assert bad.status_code == 400 and 'data-testid="preview-recipients"' not in _text(bad)
+    bad = operator.post("/console/campaigns/morning/previews", {"at": "tomorrow"})
+    assert bad.status_code == 302 and "YYYY-MM-DDTHH:MM" in _text(operator.get(bad.location))
 
 
 def test_operator_pauses_and_resumes_with_a_reason_compliance_may_not(services: Services) -> None:
@@ -202,7 +215,7 @@ def _campaign_fields(**changes: object) -> dict[str, object]:
 
 def _announcement_script(services: Services) -> None:
     with services.db.transaction() as session:
-        approved(session, "flash", "keyword_reply", body("keyword_report_claim"))
+        approved(session, "flash", "keyword_reply", ANNOUNCEMENT)
         cat.create_script(session, "flash-draft", "keyword_reply", "olivia")  # never approved
 
 
@@ -227,7 +240,7 @@ def test_operator_creates_a_campaign_with_schedule_and_audience_audited(services
     }
     assert audit.action == "campaign.create" and audit.actor == "olivia"
     page = _text(operator.get("/console/campaigns/flash-news"))
-    assert "once at" in page and 'data-testid="campaign-edit"' in page
+    assert "一次，于" in page and 'data-testid="campaign-edit"' in page
 
 
 def test_refusals_appear_next_to_their_fields_and_change_nothing(services: Services) -> None:
@@ -235,24 +248,31 @@ def test_refusals_appear_next_to_their_fields_and_change_nothing(services: Servi
     _announcement_script(services)
     operator = signed_in(app, "olivia")
     cases = [
-        (_campaign_fields(run_at=_later(days=-1)), "has passed", "run_at"),
+        (_campaign_fields(run_at=_later(days=-1)), "已过。", "has passed", "run_at"),
         (
             _campaign_fields(kind="morning_report"),
-            "morning_report campaigns send morning_report",
+            "此活动只发送「早报」类型的话术",
+            "campaigns send morning_report scripts",
             "script_key",
         ),
-        (_campaign_fields(key="x"), "key: 2-64 characters", "key"),
-        (_campaign_fields(key="morning"), "campaign &#39;morning&#39; exists", "key"),
-        (_campaign_fields(hook_codes="NOPE1"), "no hook code NOPE1", "hook_codes"),
-        (_campaign_fields(schedule_kind="daily", time_of_day="25:00"), "is not HH:MM", "time_of_day"),
-        (_campaign_fields(script_key="flash-draft"), "请选择有已审批版本的话术", "script_key"),
+        (_campaign_fields(key="x"), "标识为 2-64 个字符", "2-64 characters", "key"),
+        (_campaign_fields(key="morning"), "标识为 morning 的活动已存在", "exists", "key"),
+        (_campaign_fields(hook_codes="NOPE1"), "没有引流码 NOPE1", "no hook code", "hook_codes"),
+        (
+            _campaign_fields(schedule_kind="daily", time_of_day="25:00"),
+            "「25:00」不是有效时间",
+            "is not HH:MM",
+            "time_of_day",
+        ),
+        (_campaign_fields(script_key="flash-draft"), "请选择有已审批版本的话术", "", "script_key"),
     ]
-    for fields, message, field_name in cases:
+    for fields, message, english, field_name in cases:
         response = _post(operator, "/console/campaigns/new", fields)
         assert response.status_code == 400, message
         page = _text(response)
         block = page.split(f'id="{field_name}"')[1].split('class="field')[0]
         assert message in block, (message, field_name)
+        assert not english or english not in page  # the catalogue's English wording stays in the CLI
     with services.db.read() as session:
         assert session.scalars(select(Campaign.key).order_by(Campaign.key)).all() == ["morning"]
     compliance = signed_in(app, "chen")
@@ -291,7 +311,7 @@ def test_edit_changes_schedule_and_audience_but_never_key_or_kind(services: Serv
         "/console/campaigns/morning/edit",
         {"name": "早报", "script_key": "morning_report", "schedule_kind": "daily", "time_of_day": "09:00"},
     )
-    assert daily.status_code == 400 and "morning reports run on trading days" in _text(daily)
+    assert daily.status_code == 400 and "早报只能在交易日的固定时间发送" in _text(daily)
 
 
 def _course_fields(**changes: object) -> dict[str, object]:
@@ -316,9 +336,11 @@ def test_course_with_campaigns_is_created_and_bad_sac_numbers_are_refused(servic
     operator = signed_in(app, "olivia")
     bad = _post(operator, "/console/courses/new", _course_fields(speaker_sac_no="12345"))
     assert bad.status_code == 400
-    assert "expected one capital letter and 13 digits" in _text(bad).split('id="speaker_sac_no"')[1]
+    field_error = _text(bad).split('id="speaker_sac_no"')[1]
+    assert "12345 不是证券业协会执业注册编号" in field_error and "13 digits" not in field_error
     link = _post(operator, "/console/courses/new", _course_fields(link="https://evil.example.com/x"))
-    assert "not an allowed domain" in _text(link).split('id="link"')[1]
+    link_error = _text(link).split('id="link"')[1]
+    assert "evil.example.com 不是允许的链接域名" in link_error and "allowed domain" not in link_error
     made = _post(operator, "/console/courses/new", _course_fields(with_campaigns="y"))
     assert made.status_code == 302
     with services.db.read() as session:
@@ -335,7 +357,7 @@ def test_course_campaign_refusal_rolls_the_course_back_too(services: Services) -
     operator = signed_in(app, "olivia")
     response = _post(operator, "/console/courses/new", _course_fields(with_campaigns="y"))
     assert response.status_code == 400
-    assert "no script &#39;course_invite&#39;" in _text(response).split('id="with_campaigns"')[1]
+    assert "没有话术 course_invite" in _text(response).split('id="with_campaigns"')[1]
     with services.db.read() as session:
         assert session.scalars(select(Course)).first() is None
 
@@ -363,7 +385,7 @@ def test_attendance_import_shows_what_was_stored_and_the_unusable_lines(services
     assert response.status_code == 200
     assert re.search(r'data-testid="import-created">2<', page)
     problems = page.split('data-testid="import-problems"')[1]
-    assert "stranger" in problems and "minutes &#39;lots&#39;" in problems
+    assert "stranger" in problems and "观看分钟数「lots」不是 0 到 1440 之间的整数。" in problems
     again = _post(
         operator, "/console/courses/past/attendance", {"file": (io.BytesIO(csv_text.encode()), "a.csv")}
     )
@@ -375,3 +397,24 @@ def test_attendance_import_shows_what_was_stored_and_the_unusable_lines(services
     )
     assert no_header.status_code == 400 and "external_userid" in _text(no_header)
     assert operator.get("/console/courses/nope/attendance").status_code == 404
+
+
+def _coded_refusals(module: ModuleType) -> tuple[set[str], list[int]]:
+    """The literal codes of the CampaignErrors raised in `module`, and the lines raising one without."""
+    codes: set[str] = set()
+    uncoded: list[int] = []
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "CampaignError":
+            if len(node.args) < 2:
+                uncoded.append(node.lineno)
+            elif isinstance(node.args[1], ast.Constant):
+                codes.add(node.args[1].value)
+    return codes, uncoded
+
+
+def test_every_campaign_refusal_has_a_code_and_the_console_words_each_code() -> None:
+    codes, uncoded = _coded_refusals(catalog)
+    assert uncoded == []
+    # The two course lead times are refused in a loop, their codes taken from its tuple.
+    assert set(texts.CAMPAIGN_REFUSALS) - codes == {"course.invite_minutes", "course.reminder_minutes"}
+    assert codes <= set(texts.CAMPAIGN_REFUSALS)

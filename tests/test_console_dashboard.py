@@ -226,9 +226,9 @@ def test_script_results_count_replies_within_48_hours_and_later_registrations_an
     with services.db.read() as session:
         rows = dash.script_results(session, NOVEMBER)
     assert rows == [
-        dash.ScriptResult("welcome_dy", 1, delivered=2, replied=1, registered=1, qualified=1),
-        dash.ScriptResult("welcome_dy", 2, delivered=1, replied=0, registered=0, qualified=0),
-        dash.ScriptResult("welcome_xhs", 1, delivered=1, replied=1, registered=1, qualified=1),
+        dash.ScriptResult("welcome_dy", 1, "", sent=2, delivered=2, replied=1, registered=1, qualified=1),
+        dash.ScriptResult("welcome_dy", 2, "", sent=2, delivered=1, replied=0, registered=0, qualified=0),
+        dash.ScriptResult("welcome_xhs", 1, "", sent=1, delivered=1, replied=1, registered=1, qualified=1),
     ]
 
 
@@ -324,4 +324,35 @@ def test_every_table_exports_as_excel_ready_csv(services: Services) -> None:
             name
         )
     scripts = console.get(f"/console/dashboard/export/scripts.csv?{QUERY}").get_data().decode("utf-8-sig")
-    assert scripts.splitlines()[1] == "welcome_dy,1,2,1,1,1"
+    assert scripts.splitlines()[1] == "welcome_dy,1,,2,2,1,1,1"
+
+
+def test_variant_performance_names_each_arm_and_exports_it(services: Services) -> None:
+    from models.base import utcnow
+    from scripts_library import catalogue as cat
+    from tests.scripts_fixtures import POLICY
+    from tests.test_console_scripts import CLEAN, _leads_sent
+
+    console = signed_in(make_app(services), "olivia")
+    with services.db.transaction() as session:
+        cat.create_script(session, "welcome_xhs", "welcome", "olivia")
+        for n, body in ((1, CLEAN), (2, CLEAN.replace("服务号", "公众号"))):
+            cat.save_draft(session, "welcome_xhs", body, "olivia", POLICY)
+            cat.submit(session, "welcome_xhs", n, "olivia", POLICY)
+        cat.approve(session, "welcome_xhs", 1, "chen", POLICY)
+        cat.approve(session, "welcome_xhs", 2, "chen", POLICY, as_variant=True)
+    sent = _leads_sent(services, "welcome_xhs", 30)
+    counts = {n: sum(1 for v in sent.values() if v == n) for n in (1, 2)}
+    today = dash.this_month(utcnow())
+    with services.db.read() as session:
+        rows = dash.script_results(session, today)
+    assert [(r.version, r.variant, r.sent, r.delivered) for r in rows] == [
+        (1, "#1 A", counts[1], counts[1]),
+        (2, "#1 B", counts[2], counts[2]),
+    ]
+    query = f"start={today.start.isoformat()}&end={today.end.isoformat()}"
+    exported = console.get(f"/console/dashboard/export/scripts.csv?{query}").get_data().decode("utf-8-sig")
+    lines = list(csv.reader(io.StringIO(exported)))
+    assert lines[0] == ["话术", "版本", "A/B 变体", "已发送", "已送达", "48 小时内回复", "报名", "合格"]
+    assert lines[1][:4] == ["welcome_xhs", "1", "#1 A", str(counts[1])]
+    assert "话术与变体效果" in console.get(f"/console/dashboard?{query}").get_data(as_text=True)

@@ -114,18 +114,34 @@ def test_operator_creates_a_code_with_qr_and_kf_link(services: Services, app: Fl
     ]
 
 
+def field_block(page: str, name: str) -> str:
+    """The console form field whose input is named `name`: its label, input and errors."""
+    before, after = page.split(f'name="{name}"', 1)
+    return '<div class="field' + before.rsplit('<div class="field', 1)[1] + after.split("</div>", 1)[0]
+
+
 def test_bad_code_is_refused_and_nothing_is_created(services: Services, app: Flask) -> None:
     with services.db.transaction() as session:
-        create_code(session, "XHS888", "xiaohongshu", ["zhangsan"], "olivia")
+        create_code(session, "XHS888", "xiaohongshu", ["zhangsan"], "olivia", keyword="小红书福利")
     operator = signed_in(app, "olivia")
     operator.get("/console/hookcodes")
-    for data, message in [
-        ({"code": "有中文", "platform": "douyin", "members": "zhangsan"}, "2-30 个字母"),
-        ({"code": "XHS888", "platform": "douyin", "members": "zhangsan"}, "exists"),
-        ({"code": "DY02", "platform": "douyin", "members": " , "}, "members: 1-100"),
+    for data, message, english in [
+        ({"code": "有中文", "platform": "douyin", "members": "zhangsan"}, "2-30 个字母", "characters"),
+        ({"code": "XHS888", "platform": "douyin", "members": "zhangsan"}, "钩子码 XHS888 已存在。", "exists"),
+        (
+            {"code": "DY02", "platform": "douyin", "members": " , "},
+            "请填写 1-100 个成员 userid。",
+            "members: 1-100",
+        ),
     ]:
         response = operator.post("/console/hookcodes", data)
-        assert response.status_code == 400 and message in response.get_data(as_text=True), data
+        page = response.get_data(as_text=True)
+        assert response.status_code == 400 and message in page and english not in page, data
+    taken = {"code": "DY04", "platform": "douyin", "members": "zhangsan", "keyword": "小红书福利"}
+    page = operator.post("/console/hookcodes", taken).get_data(as_text=True)
+    keyword = field_block(page, "keyword")
+    assert "has-error" in keyword and "关键词 小红书福利 已用于另一个钩子码。" in keyword
+    assert "has-error" not in field_block(page, "code") and "already names" not in page
     with services.db.read() as session:
         assert session.scalars(select(HookCode.code)).all() == ["XHS888"]
     compliance = signed_in(app, "chen")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+import html
+import inspect
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -10,16 +13,25 @@ from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bot.campaigns.planner import SkipReason
 from bot.config import ScoringSettings
 from bot.console import leads as q
+from bot.console import texts
+from bot.handoff import flow
+from bot.handoff.flow import time_out
+from bot.leads import stages
+from bot.leads.stages import Stage, transition
+from bot.leads.timeline import TEXTS, timeline
 from bot.services import Services
 from models.audit import AuditEntry
 from models.base import utcnow
+from models.deliveries import Delivery, DeliveryStatus
 from models.handoff import AccountManager, Handoff, HandoffStatus
 from models.inbox import InboundEvent
-from models.leads import Lead
-from models.scoring import ScoreEvent, StageChange
+from models.leads import Lead, LeadTag, LeadTouch
+from models.scoring import ScoreEvent, ScoreKind, StageChange
 from models.users import Role, User
+from tests import test_handoff_flow as flow_tests
 from tests.test_console_auth import make_app
 from tests.test_console_scripts import signed_in
 
@@ -296,8 +308,8 @@ def test_lead_page_explains_the_score_and_shows_stage_and_handoff_history_and_ti
     handoffs = page.split('data-testid="lead-handoffs"')[1].split("</section>")[0]
     assert "李经理 (li)" in handoffs and "得分 28" in handoffs
     timeline = page.split('data-testid="timeline"')[1].split("</section>")[0]
-    assert f"customer: 我的电话 {MASKED_PHONE}" in timeline  # customer messages are always masked
-    assert "lead.subscribe by kf" in timeline and "handoff #" in timeline
+    assert f"客户：我的电话 {MASKED_PHONE}" in timeline  # customer messages are always masked
+    assert "lead.subscribe（操作人 kf）" in timeline and "转交 #" in timeline
     assert EXT["1"] in page
 
     operator = signed_in(app, "olivia").get(url).get_data(as_text=True)
@@ -384,3 +396,198 @@ def test_score_filter_over_too_many_leads_searches_only_the_newest_and_says_so(
             now=utcnow(),
         )
     assert found.too_many and [row.name for row in found.page.items] == ["孙七", "赵六", "王五"]
+
+
+def _busy_timeline(services: Services, seeded: Seeded) -> None:
+    """More of lead 1's history: an arrival, tags in and out of WeCom, a failed message, a moved chat."""
+    lead_id, now = seeded.ids["1"], seeded.now
+    with services.db.transaction() as session:
+        session.add_all(
+            [
+                LeadTouch(lead_id=lead_id, at=now - timedelta(minutes=80), source="contact_way", code="XHS1"),
+                LeadTag(
+                    lead_id=lead_id, name="新客", wecom_synced=True, created_at=now - timedelta(minutes=79)
+                ),
+                LeadTag(
+                    lead_id=lead_id,
+                    name="ETF",
+                    sync_error="errcode 40068",
+                    created_at=now - timedelta(minutes=78),
+                ),
+                Delivery(
+                    purpose_key="welcome:1",
+                    channel="welcome",
+                    recipient=EXT["1"],
+                    script_key="welcome_xiaohongshu",
+                    script_version=1,
+                    approval_id=1,
+                    content_hash="0" * 64,
+                    text="欢迎",
+                    lint_verdict="pass",
+                    status="failed",
+                    errcode=41051,
+                    created_at=now - timedelta(minutes=77),
+                ),
+                Handoff(
+                    lead_id=lead_id,
+                    manager_userid="wang",
+                    status="closed",
+                    offered_at=now - timedelta(minutes=40),
+                    responded_at=now - timedelta(minutes=39),
+                    closed_at=now - timedelta(minutes=30),
+                    reason="得分 20",
+                    note="已开户",
+                    channel_action="kf_transfer",
+                    channel_status="done",
+                ),
+            ]
+        )
+
+
+def test_lead_timeline_is_in_chinese_with_no_english_service_sentence_left(
+    services: Services, app: Flask
+) -> None:
+    seeded = seed(services)
+    _busy_timeline(services, seeded)
+    with services.db.read() as session:
+        english = [item.summary for item in timeline(session, EXT["1"])]
+    page = html.unescape(
+        signed_in(app, "chen").get(f"/console/leads/{seeded.ids['1']}?tpage=1").get_data(as_text=True)
+    )
+    section = page.split('data-testid="timeline"')[1].split("</section>")[0]
+    # The CLI's wording of the very entries shown: none of it may reach the Chinese page.
+    for known in (
+        "arrived via contact_way code XHS1",
+        "新客 (in WeCom)",
+        "ETF (not in WeCom: errcode 40068)",
+        "welcome_xiaohongshu v1 [failed 41051]",
+        "lead.subscribe by kf",
+        "stage new → qualified by scoring",
+        "accepted by wang",
+        "kf_transfer: done",
+        "offered to li (attempt 1), answer due",
+        "customer: 我的电话",
+    ):
+        assert any(known in line for line in english), known  # the data does produce the sentence
+        assert known not in section, known
+    for translated in (
+        "通过「联系我」二维码添加，引流码 XHS1，成员 -",
+        "新客（已同步到企业微信）",
+        "ETF（未同步到企业微信：errcode 40068）",
+        "welcome_xiaohongshu v1【失败，错误码 41051】：欢迎",
+        "lead.subscribe（操作人 kf）",
+        "阶段 新客户 → 合格（操作人 scoring）",
+        "转交 #",
+        "已被 wang 接受",
+        "客服会话已转给客户经理：完成",
+        "客户：我的电话",
+    ):
+        assert translated in section, translated
+
+
+def test_lead_timeline_pages_keep_the_lead_in_their_links(services: Services) -> None:
+    seeded = seed(services)
+    _busy_timeline(services, seeded)
+    small = Services(
+        services.settings.replace(console={"page_size": 5}), db=services.db, coordinator=services.coordinator
+    )
+    browser = signed_in(make_app(small), "chen")
+    url = f"/console/leads/{seeded.ids['1']}"
+    first = html.unescape(browser.get(url).get_data(as_text=True))
+    pager = first.split('data-testid="pager-tpage"')[1].split("</nav>")[0]
+    assert f'href="{url}?tpage=2#timeline"' in pager and "第 1 页" in pager
+    second = html.unescape(browser.get(f"{url}?tpage=2").get_data(as_text=True))
+    rows = second.split('data-testid="timeline"')[1].split("</section>")[0].count("<tr><td>")
+    assert rows == 5 and f'href="{url}?tpage=1#timeline"' in second
+    assert "通过「联系我」二维码添加" in first and "通过「联系我」二维码添加" not in second  # oldest first
+
+
+def test_the_console_words_every_timeline_code_and_every_value_code_it_labels() -> None:
+    assert set(texts.TIMELINE_TEXTS) == set(TEXTS)
+    assert set(texts.SKIP_LABELS) == set(SkipReason)
+    assert set(texts.DELIVERY_STATUS_LABELS) == set(DeliveryStatus)
+    assert set(texts.STAGE_LABELS) == set(Stage)
+    assert set(texts.SCORE_KIND_LABELS) == set(ScoreKind)
+
+
+def test_lead_page_words_score_fragments_stage_reasons_and_handoff_notes_in_chinese(
+    services: Services, app: Flask
+) -> None:
+    settings = services.settings.replace(handoff={"sla_minutes": 30}, scoring={"half_life_days": 14})
+    with services.db.sessions() as session:
+        for key in ("handoff_brief", "handoff_note"):
+            flow_tests.load_default(session, key)
+        flow_tests.manager(session, "li", name="李经理", capacity=1)
+        row = flow_tests._intent_lead(session, "wm_flow1")
+        handoff = flow_tests.qualify(session, settings, row)
+        assert handoff is not None and handoff.manager_userid == "li"
+        flow_tests.delivered(session, handoff)
+        # Nobody else is free: the miss sends the lead back to wait for a manager.
+        assert (
+            time_out(flow_tests.desk(session, settings, flow_tests.NOW + timedelta(minutes=31)), handoff.id)
+            is not None
+        )
+        now = utcnow()
+        for ref, at in (
+            ("click:1", now),
+            ("click:2", now - timedelta(minutes=1)),
+            ("click:3", now - timedelta(days=14)),
+        ):
+            _scored(session, row, "clicked", ref, "开户指南", 10, at)
+        session.add(  # a reason written before reasons had codes, or typed by a person: shown as stored
+            StageChange(
+                lead_id=row.id, from_stage="new", to_stage="new", at=now, actor="ada", reason="by hand"
+            )
+        )
+        lead_id = row.id
+        session.commit()
+    page = html.unescape(signed_in(app, "chen").get(f"/console/leads/{lead_id}").get_data(as_text=True))
+    changes = page.split('data-testid="stages"')[1].split("</section>")[0]
+    assert "已分配给 李经理" in changes and "等待客户经理：没有其他符合条件的客户经理空闲" in changes
+    assert "by hand" in changes and "offered to" not in changes and "waiting for a manager" not in changes
+    handoffs = page.split('data-testid="lead-handoffs"')[1].split("</section>")[0]
+    assert "30 分钟内未应答" in handoffs and "no answer within" not in handoffs
+    queue = signed_in(app, "chen").get("/console/handoffs").get_data(as_text=True)
+    assert "30 分钟内未应答" in queue and "no answer within" not in queue
+    explanation = page.split('data-testid="score-explanation"')[1].split("</ol>")[0]
+    assert "点击「开户指南」 +10</li>" in explanation
+    assert "点击「开户指南」 +5（已达上限 15）" in explanation
+    assert "点击「开户指南」 +0（由 10 衰减；已达上限 15）" in explanation
+    assert "decayed" not in explanation and "reached" not in explanation
+
+
+def test_a_lead_that_converts_ends_its_handoff_with_a_coded_note(services: Services, app: Flask) -> None:
+    seeded = seed(services)
+    with services.db.transaction() as session:
+        lead = session.get(Lead, seeded.ids["2"])
+        assert lead is not None
+        transition(session, lead, Stage.CONVERTED, "manager:wang", "成交 (#1)", utcnow())
+    page = html.unescape(
+        signed_in(app, "chen").get(f"/console/leads/{seeded.ids['2']}").get_data(as_text=True)
+    )
+    handoffs = page.split('data-testid="lead-handoffs"')[1].split("</section>")[0]
+    assert "线索已转化" in handoffs and "lead converted" not in handoffs
+
+
+def test_every_stage_reason_and_handoff_note_code_the_bot_stores_has_a_console_text() -> None:
+    reasons: set[str] = set()
+    notes: set[str] = set()
+    for module in (flow, stages):
+        for node in ast.walk(ast.parse(inspect.getsource(module))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "transition":
+                for keyword in node.keywords:
+                    if keyword.arg == "code":
+                        reasons |= _constants(keyword.value)
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "_end" and len(node.args) > 4:
+                notes |= _constants(node.args[4])
+            if isinstance(node, ast.Assign) and "note_code" in ast.unparse(node.targets[0]):
+                value = node.value.elts[0] if isinstance(node.value, ast.Tuple) else node.value
+                notes |= _constants(value)
+    assert reasons and reasons == set(texts.STAGE_REASONS)
+    assert notes == set(texts.HANDOFF_NOTES)
+
+
+def _constants(node: ast.AST) -> set[str]:
+    """The literal strings in an expression that names a code (a constant or a choice between two)."""
+    found = {c.value for c in ast.walk(node) if isinstance(c, ast.Constant) and isinstance(c.value, str)}
+    return {c for c in found if c.replace("_", "").replace(".", "").isalpha()}

@@ -15,6 +15,7 @@ from models.deliveries import Channel, Delivery, DeliveryStatus
 from models.scripts import VersionStatus
 from models.users import User
 from scripts_library import catalogue as cat
+from scripts_library import variants
 from tests.scripts_fixtures import POLICY
 from tests.test_console_auth import Console, make_app
 
@@ -230,3 +231,112 @@ def test_held_message_is_released_or_discarded_from_the_queue(services: Services
     manager = signed_in(app, "mia")
     manager.get("/console/review")
     assert manager.post(f"/console/review/held/{ids[0]}/release").status_code == 403
+
+
+def _leads_sent(services: Services, key: str, count: int) -> dict[str, int]:
+    """`count` leads each sent `key` through the outbox and marked delivered; their versions by WeCom id."""
+    from models.base import utcnow
+    from models.leads import Lead
+
+    sent: dict[str, int] = {}
+    with services.db.transaction() as session:
+        now = utcnow()
+        for n in range(count):
+            ext = f"wmAB{n:03d}"
+            session.add(Lead(external_user_id=ext))
+            session.flush()
+            row = enqueue(
+                session, purpose_key=f"ab:{n}", channel=Channel.KF_TEXT, recipient=ext, script_key=key,
+                values={"lead": {"display_name": "陈女士"}, "manager": {"name": "李经理"},
+                        "firm": {"name": "示例证券", "opt_out": "回复TD退订"}},
+                policy=POLICY, now=now,
+            )  # fmt: skip
+            row.status, row.sent_at = DeliveryStatus.SENT, now
+            sent[ext] = row.script_version
+    return sent
+
+
+def test_compliance_approves_a_variant_and_the_test_is_run_and_ended_from_the_script_page(
+    services: Services,
+) -> None:
+    app = make_app(services)
+    with services.db.transaction() as session:
+        cat.create_script(session, "welcome_xhs", "welcome", "olivia")
+        for n, body in ((1, CLEAN), (2, CLEAN.replace("服务号", "公众号"))):
+            cat.save_draft(session, "welcome_xhs", body, "olivia", POLICY)
+            cat.submit(session, "welcome_xhs", n, "olivia", POLICY)
+        cat.approve(session, "welcome_xhs", 1, "chen", POLICY)
+    operator = signed_in(app, "olivia")
+    operator.get("/console/scripts/welcome_xhs/v/2")
+    assert operator.post("/console/scripts/welcome_xhs/v/2/approve-variant", {}).status_code == 403
+    reviewer = signed_in(app, "chen")
+    page = reviewer.get("/console/scripts/welcome_xhs/v/2").get_data(as_text=True)
+    assert 'data-testid="approve-variant-form"' in page and "批准为 A/B 变体" in page
+    token = reviewer.token
+    bad = reviewer.post(
+        "/console/scripts/welcome_xhs/v/2/approve-variant",
+        {"variant-csrf_token": token, "variant-weight": "0"},
+    )
+    assert "新变体的权重为 1 到 1000" in reviewer.get(bad.location).get_data(as_text=True)
+    done = reviewer.post(
+        "/console/scripts/welcome_xhs/v/2/approve-variant",
+        {"variant-csrf_token": token, "variant-weight": "50", "variant-reason": "对照测试"},
+    )
+    page = reviewer.get(done.location).get_data(as_text=True)
+    assert "v2 已批准为 A/B 变体，权重 50" in page and "测试 #1 的进行中变体 B，权重 50" in page
+
+    sent = _leads_sent(services, "welcome_xhs", 40)
+    per_version = {n: sum(1 for v in sent.values() if v == n) for n in (1, 2)}
+    assert per_version[1] > 0 and per_version[2] > 0
+    page = operator.get("/console/scripts/welcome_xhs").get_data(as_text=True)
+    assert "当前使用：v1 (A), v2 (B) 的 A/B 测试" in page
+    for n in (1, 2):
+        row = page.split(f'data-testid="arm-{n}">', 1)[1].split("</tr>", 1)[0]
+        cells = [c.split("</td>")[0].strip() for c in row.split("<td>")[1:]]
+        assert cells[3:8] == ["50", "50.0", str(per_version[n]), str(per_version[n]), str(per_version[n])], (
+            cells
+        )
+    manager = signed_in(app, "mia")
+    manager.get("/console/scripts/welcome_xhs")
+    assert manager.post("/console/scripts/welcome_xhs/v/2/promote").status_code == 403
+    operator.get("/console/scripts/welcome_xhs")
+    operator.post("/console/scripts/welcome_xhs/v/1/weight", {"weight": "20"})
+    with services.db.read() as session:
+        assert {
+            a.version.number: a.variant.weight for a in variants.report(session, "welcome_xhs")[0].arms
+        } == {
+            1: 20,
+            2: 50,
+        }
+    response = operator.post("/console/scripts/welcome_xhs/v/2/promote")
+    page = operator.get(response.location).get_data(as_text=True)
+    assert "已采用 v2：A/B 测试已结束" in page and "当前使用：v2" in page and "v2 promoted" in page
+    with services.db.read() as session:
+        assert cat.get_version(session, "welcome_xhs", 1).status == VersionStatus.SUPERSEDED
+        actions = set(session.scalars(select(AuditEntry.action)))
+    assert {
+        "script.variant_live",
+        "script.variant_weight",
+        "script.variant_promote",
+        "script.experiment_end",
+    } <= (actions)
+
+
+def test_retiring_the_last_other_variant_ends_the_test_from_the_console(services: Services) -> None:
+    app = make_app(services)
+    with services.db.transaction() as session:
+        cat.create_script(session, "welcome_xhs", "welcome", "olivia")
+        for n, body in ((1, CLEAN), (2, CLEAN.replace("服务号", "公众号"))):
+            cat.save_draft(session, "welcome_xhs", body, "olivia", POLICY)
+            cat.submit(session, "welcome_xhs", n, "olivia", POLICY)
+        cat.approve(session, "welcome_xhs", 1, "chen", POLICY)
+        cat.approve(session, "welcome_xhs", 2, "chen", POLICY, as_variant=True)
+    reviewer = signed_in(app, "chen")
+    reviewer.get("/console/scripts/welcome_xhs")
+    response = reviewer.post("/console/scripts/welcome_xhs/v/1/retire-variant")
+    page = reviewer.get(response.location).get_data(as_text=True)
+    assert "v1 已退出 A/B 测试" in page and "当前使用：v2" in page and "测试后保留" in page
+    again = reviewer.post("/console/scripts/welcome_xhs/v/2/retire-variant")
+    assert "未停用：welcome_xhs v2 is not a live variant" in reviewer.get(again.location).get_data(
+        as_text=True
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import tomllib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -36,6 +37,10 @@ from models.leads import Lead
 from models.users import User
 from tests.conftest import TEST_AES_KEY, TEST_AGENT_ID, TEST_CORP_ID, TEST_TOKEN
 from tests.scripts_fixtures import approved, ensure_people
+from tests.test_console_auth import make_app
+from tests.test_console_campaigns import _course_fields, _later, _post, _text
+from tests.test_console_hookcodes import field_block
+from tests.test_console_scripts import signed_in
 from tests.test_kf import CUSTOMER, DEFAULTS, SCRIPTS, Bot
 
 NOW = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
@@ -98,33 +103,48 @@ def test_course_is_created_with_a_normalised_sac_number_and_audited(session: Ses
 
 
 @pytest.mark.parametrize(
-    ("kw", "message"),
+    ("kw", "message", "code"),
     [
-        ({"speaker_sac_no": "S057051601000"}, r"one capital letter and 13 digits \(pattern"),
-        ({"speaker_sac_no": "SS570516010001"}, "one capital letter and 13 digits"),
-        ({"speaker_sac_no": "05705160100012"}, "one capital letter and 13 digits"),
-        ({"speaker_sac_no": ""}, "SAC registration number"),
-        ({"starts_at": datetime(2026, 12, 1, 20, 0)}, "give a time zone"),
-        ({"starts_at": NOW}, "has passed"),
-        ({"link": "ftp://work.weixin.qq.com/x"}, "an http\\(s\\) URL"),
-        ({"link": "work.weixin.qq.com/live"}, "an http\\(s\\) URL"),
+        (
+            {"speaker_sac_no": "S057051601000"},
+            r"one capital letter and 13 digits \(pattern",
+            "course.sac_format",
+        ),
+        ({"speaker_sac_no": "SS570516010001"}, "one capital letter and 13 digits", "course.sac_format"),
+        ({"speaker_sac_no": "05705160100012"}, "one capital letter and 13 digits", "course.sac_format"),
+        ({"speaker_sac_no": ""}, "SAC registration number", "course.sac_format"),
+        ({"starts_at": datetime(2026, 12, 1, 20, 0)}, "give a time zone", "course.starts_zone"),
+        ({"starts_at": NOW}, "has passed", "course.starts_passed"),
+        ({"link": "ftp://work.weixin.qq.com/x"}, "an http\\(s\\) URL", "course.link_format"),
+        ({"link": "work.weixin.qq.com/live"}, "an http\\(s\\) URL", "course.link_format"),
         (
             {"link": "https://work.weixin.qq.com.evil.cn/live"},
             "work.weixin.qq.com.evil.cn is not an allowed domain",
+            "course.link_domain",
         ),
-        ({"link": "https://evil.cn/?u=work.weixin.qq.com"}, "evil.cn is not an allowed domain"),
-        ({"title": " "}, "title: 1-128"),
-        ({"speaker_name": ""}, "speaker: 1-64"),
-        ({"actor": "chen"}, "may not manage campaigns or courses"),
-        ({"actor": "nobody"}, "no active account"),
+        (
+            {"link": "https://evil.cn/?u=work.weixin.qq.com"},
+            "evil.cn is not an allowed domain",
+            "course.link_domain",
+        ),
+        (
+            {"link": "https://evil.cn/", "compliance": ComplianceSettings(allowed_link_domains=())},
+            r"\(none configured\)",
+            "course.link_no_domains",
+        ),
+        ({"title": " "}, "title: 1-128", "course.title_length"),
+        ({"speaker_name": ""}, "speaker: 1-64", "course.speaker_length"),
+        ({"actor": "chen"}, "may not manage campaigns or courses", "author.role"),
+        ({"actor": "nobody"}, "no active account", "author.unknown"),
     ],
 )
 def test_bad_course_is_refused_and_changes_nothing(
-    session: Session, kw: dict[str, Any], message: str
+    session: Session, kw: dict[str, Any], message: str, code: str
 ) -> None:
     before = state(session)
-    with pytest.raises(CourseError, match=message):
+    with pytest.raises(CourseError, match=message) as refused:
         course(session, **kw)
+    assert refused.value.code == code  # the console words the refusal by its code
     assert state(session) == before and not session.new
 
 
@@ -411,3 +431,58 @@ def test_courses_from_the_command_line(
     with services.db.transaction() as s:
         assert s.scalar(select(func.count()).select_from(Campaign)) == 2
         assert s.scalar(select(func.count()).select_from(User)) == 2
+
+
+def test_console_words_course_refusals_in_chinese_next_to_their_fields(services: Services) -> None:
+    app = make_app(services)
+    with services.db.transaction() as s:
+        course(s, key="etf201", now=utcnow(), starts_at=utcnow() + timedelta(days=3))
+    operator = signed_in(app, "olivia")
+    cases = [
+        ({"speaker_sac_no": "12345"}, "speaker_sac_no", "12345 不是证券业协会执业注册编号", "13 digits"),
+        (
+            {"link": "https://evil.example.com/x"},
+            "link",
+            "evil.example.com 不是允许的链接域名",
+            "not an allowed",
+        ),
+        ({"key": "x"}, "key", "课程标识为 2-48 个字符", "key: 2-48"),
+        ({"key": "etf201"}, "key", "标识为 etf201 的课程已存在。", "exists"),
+        ({"starts_at": _later(days=-1)}, "starts_at", "已过。", "has passed"),
+    ]
+    for changes, name, chinese, english in cases:
+        response = _post(operator, "/console/courses/new", _course_fields(**changes))
+        page = _text(response)
+        assert response.status_code == 400 and chinese in field_block(page, name), changes
+        assert english not in page, changes
+    with services.db.read() as s:
+        assert s.scalars(select(Course.key)).all() == ["etf201"]
+
+
+def test_console_words_attendance_refusals_in_chinese(services: Services) -> None:
+    app = make_app(services)
+    with services.db.transaction() as s:
+        course(s, key="future", now=utcnow(), starts_at=utcnow() + timedelta(days=1))
+        course(s, key="past", now=NOW)
+    operator = signed_in(app, "olivia")
+    rows = b"external_userid,minutes\nwm1,lots\n,5\nwm2,5\nwm2,6\n"
+    report = _text(_post(operator, "/console/courses/past/attendance", {"file": (io.BytesIO(rows), "r.csv")}))
+    problems = report.split('data-testid="import-problems"')[1].split("</table>")[0]
+    assert (
+        "观看分钟数「lots」不是 0 到 1440 之间的整数。" in problems and "external_userid 为空。" in problems
+    )
+    assert "wm2 已出现在第 4 行；本行已忽略。" in problems
+    assert "whole number" not in problems and "already appears" not in problems
+    upload = {"file": (io.BytesIO(b"external_userid\nwm1\n"), "a.csv")}
+    early = _text(_post(operator, "/console/courses/future/attendance", upload))
+    assert (
+        "课程 future 于 " in early
+        and "开始，尚无到课记录可导入。" in early
+        and "nothing to import" not in early
+    )
+    no_header = _post(
+        operator, "/console/courses/past/attendance", {"file": (io.BytesIO(b"a,b\n1,2\n"), "x.csv")}
+    )
+    page = _text(no_header)
+    assert no_header.status_code == 400 and "第 1 行：表头须包含 external_userid 列" in page
+    assert "the header must name" not in page

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
+from bot.delivery import dispatcher as dispatcher_module
 from bot.delivery.dispatcher import DeliveryDispatcher
 from bot.delivery.outbox import enqueue
 from bot.services import Services
@@ -173,3 +176,28 @@ def test_opt_out_between_queueing_and_sending_is_honoured(wired: Services, sim: 
     with wired.db.transaction() as session:
         outcome = session.scalars(select(LedgerEntry).where(LedgerEntry.entry_type == "outcome")).one()
         assert (outcome.outcome, outcome.detail) == ("cancelled", "customer opted out")
+
+
+def test_outcomes_whose_recording_fails_once_are_recorded_on_the_next_try(
+    wired: Services, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A deadlock victim or a dropped connection while recording: WeCom's answer is known, so the
+    # finisher tries again rather than letting the lease lapse into `unknown`.
+    monkeypatch.setattr(dispatcher_module, "FINISH_RETRY_S", (0.01, 0.01))
+    d = queue(wired, "reminder:flaky")
+    sender = dispatcher(wired)
+    real = sender._finish
+    failures = [OperationalError("UPDATE deliveries", {}, Exception("deadlock detected"))] * 2
+
+    def flaky(results: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return real(results)
+
+    monkeypatch.setattr(sender, "_finish", flaky)
+    claimed = [row(wired, delivery_id) for delivery_id in sender.claim()]
+    assert [c.id for c in claimed] == [d.id]
+    sender.send_claimed(claimed, wait=False)
+    assert sender.flush(timeout_s=10)
+    assert failures == [] and row(wired, d.id).status == DeliveryStatus.SENT
+    assert len(sim.messages_to("zhangsan")) == 1

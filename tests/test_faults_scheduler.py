@@ -61,27 +61,37 @@ def test_standby_takes_over_from_a_killed_leader_and_the_occurrence_runs_once(
         BOT_SCHEDULER__RENEW_S="0.5",
         BOT_SCHEDULER__RECONCILE_S="0.5",
     )
-    leader_log, standby_log = tmp_path / "leader.log", tmp_path / "standby.log"
-    with bot_process(["scheduler"], env, leader_log) as leader:
-        wait_while_running(leader, lambda: LEADING in leader_log.read_text(), 20, leader_log)
-        with bot_process(["scheduler"], env, standby_log) as standby:
-            wait_while_running(standby, lambda: "standing by" in standby_log.read_text(), 20, standby_log)
-            run_at = (datetime.now(UTC) + timedelta(seconds=LOCK_TTL_S + 4)).replace(microsecond=0)
-            campaign_id = add_once_campaign(services, run_at)
-            job = f"campaign:{campaign_id}"
-            wait_while_running(leader, lambda: job in leader_log.read_text(), 10, leader_log)
-            assert LEADING not in standby_log.read_text()
-            sigkill(leader)  # before the occurrence: the job it scheduled dies with it
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    # Both replicas start together (a process start-up is the slow part); the lock picks the leader.
+    with (
+        bot_process(["scheduler"], env, logs[0]) as first,
+        bot_process(["scheduler"], env, logs[1]) as second,
+    ):
+        replicas = [(first, logs[0]), (second, logs[1])]
 
-            wait_while_running(
-                standby, lambda: LEADING in standby_log.read_text(), LOCK_TTL_S + 10, standby_log
-            )
-            wait_while_running(standby, lambda: bool(runs_of(services, campaign_id)), 20, standby_log)
-            # Give a late duplicate every chance to appear before counting.
-            wait_while_running(
-                standby, lambda: datetime.now(UTC) > run_at + timedelta(seconds=2), 10, standby_log
-            )
-            runs = runs_of(services, campaign_id)
+        def started_and_one_leads() -> bool:
+            texts = [log.read_text() for _, log in replicas]
+            return all("standing by" in text for text in texts) and any(LEADING in text for text in texts)
+
+        for proc, log in replicas:
+            wait_while_running(proc, started_and_one_leads, 20, log)
+        (leader, leader_log), (standby, standby_log) = sorted(
+            replicas, key=lambda replica: LEADING not in replica[1].read_text()
+        )
+        run_at = (datetime.now(UTC) + timedelta(seconds=LOCK_TTL_S + 4)).replace(microsecond=0)
+        campaign_id = add_once_campaign(services, run_at)
+        job = f"campaign:{campaign_id}"
+        wait_while_running(leader, lambda: job in leader_log.read_text(), 10, leader_log)
+        assert LEADING not in standby_log.read_text()
+        sigkill(leader)  # before the occurrence: the job it scheduled dies with it
+
+        wait_while_running(standby, lambda: LEADING in standby_log.read_text(), LOCK_TTL_S + 10, standby_log)
+        wait_while_running(standby, lambda: bool(runs_of(services, campaign_id)), 20, standby_log)
+        # Give a late duplicate every chance to appear before counting.
+        wait_while_running(
+            standby, lambda: datetime.now(UTC) > run_at + timedelta(seconds=2), 10, standby_log
+        )
+        runs = runs_of(services, campaign_id)
     assert len(runs) == 1
     occurrence, created_by = runs[0]
     assert occurrence.replace(tzinfo=UTC) == run_at

@@ -1,6 +1,7 @@
 """Handoff end to end against the simulator: a course attendee asks 怎么开户, is qualified, offered to a
 licensed manager by card, accepted with one tap, and the kf conversation moves to the manager; an
-ignored card is reassigned on time. The bot's parts read one controlled clock; the simulator keeps its own."""
+ignored card is reassigned on time, counted from when it reached the manager (a card held for compliance
+review does not count). The bot's parts read one controlled clock; the simulator keeps its own."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sqlalchemy import select, update
 
 from bot.config import Settings
 from bot.delivery.dispatcher import DeliveryDispatcher
+from bot.delivery.review import release
 from bot.handoff.managers import ManagerFields, add_manager
 from bot.handoff.sla import HandoffSweeper
 from bot.kf.syncer import KfSyncer
@@ -21,6 +23,7 @@ from bot.services import Services
 from bot.wecom.simulator import Simulator, SimulatorConfig
 from bot.worker import Worker
 from handlers import build_dispatcher
+from models.base import utcnow
 from models.campaigns import Course, CourseAttendance
 from models.deliveries import Delivery
 from models.handoff import Handoff
@@ -249,3 +252,43 @@ def test_an_ignored_card_is_reassigned_on_time(desk: Desk, sim: Simulator) -> No
             select(Delivery.status).where(Delivery.purpose_key == f"handoff:{second.id}:card")
         ).one()
     assert sent == "sent"
+
+
+def test_a_card_held_for_review_is_answered_from_when_it_reaches_the_manager(
+    desk: Desk, sim: Simulator
+) -> None:
+    sim.kf_customer_enters(desk.open_kfid, "wm_carol", scene="s1", scene_param="XHS888")
+    desk.pump()
+    with desk.services.db.transaction() as session:  # a name from the firm's CRM that the final lint holds
+        session.execute(
+            update(Lead).where(Lead.external_user_id == "wm_carol").values(display_name="返佣达人")
+        )
+    desk.say("wm_carol", "怎么开户？")
+    [held] = desk.handoffs("wm_carol")
+    manager, task_id = held.manager_userid, held.task_id
+    assert held.status == "offered" and held.due_at is None and task_id is not None
+    assert sim.card_state(manager, task_id) is None  # waiting for compliance: nothing reached the manager
+
+    desk.now = START + timedelta(hours=2)
+    desk.sweep()
+    assert [(h.status, h.due_at) for h in desk.handoffs("wm_carol")] == [("offered", None)]
+
+    with desk.services.db.transaction() as session:
+        card = session.scalars(
+            select(Delivery).where(Delivery.purpose_key == f"handoff:{held.id}:card")
+        ).one()
+        release(session, card.id, "chen")
+    desk.now = max(START + timedelta(hours=3), utcnow())  # a release queues the card at the wall clock
+    arrived = desk.now
+    desk.sweep()
+    assert sim.card_state(manager, task_id) is not None
+    desk.sweep()
+    [offered] = desk.handoffs("wm_carol")
+    assert offered.due_at == arrived + timedelta(minutes=30)
+
+    desk.now = arrived + timedelta(minutes=29)
+    desk.sweep()
+    assert [h.status for h in desk.handoffs("wm_carol")] == ["offered"]
+    desk.now = arrived + timedelta(minutes=30)
+    desk.sweep()
+    assert [h.status for h in desk.handoffs("wm_carol")] == ["timed_out", "offered"]

@@ -15,7 +15,9 @@ from sqlalchemy.orm import Session
 
 from bot.config import Settings
 from bot.db import Database
+from bot.delivery.dispatcher import DeliveryDispatcher
 from bot.delivery.outbox import enqueue
+from bot.delivery.review import discard, release
 from bot.handoff import commands, flow
 from bot.handoff.actions import HandoffCalls
 from bot.handoff.flow import Desk, accept, decline, offer, silenced, time_out
@@ -26,6 +28,7 @@ from bot.leads.scoring import evaluate
 from bot.leads.timeline import timeline
 from bot.wecom.errors import WeComAPIError
 from models.alerts import Alert
+from models.audit import AuditEntry
 from models.campaigns import Course, CourseAttendance, CourseRegistration
 from models.deliveries import Channel, Delivery, DeliveryStatus
 from models.handoff import AccountManager, Handoff, HandoffStatus
@@ -193,6 +196,35 @@ def qualify(session: Session, settings: Settings, row: Lead, now: datetime = NOW
 
 def card_of(session: Session, handoff: Handoff) -> Delivery:
     return session.scalars(select(Delivery).where(Delivery.purpose_key == f"handoff:{handoff.id}:card")).one()
+
+
+def delivered(session: Session, handoff: Handoff, at: datetime = NOW) -> None:
+    """What the dispatcher records once the handoff's card has reached the manager."""
+    card = card_of(session, handoff)
+    card.status, card.sent_at = DeliveryStatus.SENT, at
+    session.flush()
+
+
+@dataclass
+class FakeWeCom:
+    """The WeCom API as the dispatcher sees it: every message is accepted."""
+
+    sent: list[str] = field(default_factory=list)
+
+    def post(self, api: str, payload: Mapping[str, Any], app: str = "agent") -> dict[str, Any]:
+        self.sent.append(str(payload["touser"]))
+        return {"errcode": 0, "msgid": f"msg{len(self.sent)}"}
+
+
+def send_cards(db: Database, settings: Settings, at: datetime) -> list[str]:
+    """The dispatcher sends everything due at `at`; returns the members who got a message."""
+    wecom = FakeWeCom()
+    sender = DeliveryDispatcher(settings, db, _coordinator(), wecom, clock=lambda: at)  # type: ignore[arg-type]
+    try:
+        sender.drain()
+    finally:
+        sender.close()
+    return wecom.sent
 
 
 # --- qualification and the brief ------------------------------------------------------------------
@@ -400,6 +432,7 @@ def test_late_click_after_time_out_shows_the_card_as_expired(session: Session, h
     row = _intent_lead(session, "wm1")
     handoff = qualify(session, hsettings, row)
     assert handoff is not None
+    delivered(session, handoff)
     assert time_out(desk(session, hsettings, NOW + 31 * MIN), handoff.id) is not None
     answer = accept(desk(session, hsettings, NOW + 40 * MIN), handoff.id, "a", "RC9")
     assert answer.outcome == "expired"
@@ -425,8 +458,10 @@ def test_unanswered_offers_move_on_then_escalate_to_the_supervisor(
     session.commit()
     sweeper = HandoffSweeper(hsettings, db, _coordinator())
 
+    assert send_cards(db, hsettings, NOW) == ["a"]
     assert sweeper.run(NOW + 29 * MIN).timed_out == []  # not yet
     assert sweeper.run(NOW + 30 * MIN).timed_out == [first.id]  # on time: to b
+    assert send_cards(db, hsettings, NOW + 30 * MIN) == ["b"]
     assert sweeper.run(NOW + 60 * MIN).timed_out != []  # b missed too: 2 misses → the supervisor
 
     session.expire_all()
@@ -450,6 +485,109 @@ def test_unanswered_offers_move_on_then_escalate_to_the_supervisor(
     assert any("escalated to supervisor boss" in s for s in summaries)
     delivery = card_of(session, chain[2])
     assert delivery.recipient == "boss"
+
+
+def _handoffs(session: Session, row: Lead) -> list[tuple[str, str, int]]:
+    session.expire_all()
+    stmt = select(Handoff).where(Handoff.lead_id == row.id).order_by(Handoff.id)
+    return [(h.manager_userid, h.status, h.misses) for h in session.scalars(stmt)]
+
+
+def test_a_card_held_for_review_starts_its_answer_time_when_it_reaches_the_manager(
+    db: Database, session: Session, hsettings: Settings
+) -> None:
+    manager(session, "a")
+    manager(session, "b")
+    row = lead(session, "wm1", display_name="返佣达人", owner_userid="a")  # the final-text lint holds it
+    says(session, row, "开户", NOW, 1, intent=("open_account", "开户"))
+    handoff = qualify(session, hsettings, row)
+    assert handoff is not None and handoff.manager_userid == "a"
+    card = card_of(session, handoff)
+    assert card.status == DeliveryStatus.HELD and handoff.due_at is None
+    assert commands.summary(session, "a")[0] == f"您的线索：#{handoff.id} 返佣达人（待接受）"
+    session.commit()
+    sweeper = HandoffSweeper(hsettings, db, _coordinator())
+
+    report = sweeper.run(NOW + 3 * 60 * MIN)  # compliance has not looked yet: a has seen nothing
+    assert (report.timed_out, report.clocks_started) == ([], [])
+    release(session, card.id, "chen")
+    session.commit()
+    assert sweeper.run(NOW + 3 * 60 * MIN).clocks_started == []  # released, not yet sent
+    delivered(session, handoff, NOW + 4 * 60 * MIN)
+    session.commit()
+    assert sweeper.run(NOW + 4 * 60 * MIN + MIN).clocks_started == [handoff.id]
+    session.expire_all()
+    assert handoff.due_at == NOW + 4 * 60 * MIN + 30 * MIN
+    session.commit()  # the sweeper writes in its own transactions
+    assert sweeper.run(NOW + 4 * 60 * MIN + 29 * MIN).timed_out == []
+    assert sweeper.run(NOW + 4 * 60 * MIN + 30 * MIN).timed_out == [handoff.id]
+    assert _handoffs(session, row) == [("a", "timed_out", 0), ("b", "offered", 1)]
+
+
+def test_an_offer_counts_from_when_its_card_went_out_not_when_it_was_queued(
+    db: Database, session: Session, hsettings: Settings
+) -> None:
+    manager(session, "a")
+    early, late = _intent_lead(session, "wm1"), _intent_lead(session, "wm2")
+    first, second = qualify(session, hsettings, early), qualify(session, hsettings, late)
+    assert first is not None and second is not None and first.due_at == NOW + 30 * MIN
+    session.commit()
+    sweeper = HandoffSweeper(hsettings, db, _coordinator())
+    with db.transaction() as other:  # the first card waits (say, behind the kill switch)
+        waiting = other.scalars(select(Delivery).where(Delivery.purpose_key == f"handoff:{first.id}:card"))
+        waiting.one().next_attempt_at = NOW + 45 * MIN
+    assert send_cards(db, hsettings, NOW + 10 * MIN) == ["a"]  # only the second card, 10 minutes late
+
+    report = sweeper.run(NOW + 30 * MIN)
+    assert report.timed_out == []  # neither has been in front of the manager for 30 minutes
+    session.expire_all()
+    assert (first.due_at, second.due_at) == (None, NOW + 40 * MIN)  # paused; moved to arrival + 30
+    session.commit()
+    assert send_cards(db, hsettings, NOW + 45 * MIN) == ["a"]
+    report = sweeper.run(NOW + 46 * MIN)
+    assert (report.clocks_started, report.timed_out) == ([first.id], [second.id])
+    assert sweeper.run(NOW + 74 * MIN).timed_out == []
+    assert sweeper.run(NOW + 75 * MIN).timed_out == [first.id]
+
+
+def test_an_offer_whose_card_is_discarded_in_review_goes_on_without_a_miss(
+    db: Database, session: Session, hsettings: Settings
+) -> None:
+    manager(session, "a")
+    manager(session, "b")
+    row = lead(session, "wm1", display_name="返佣达人", owner_userid="a")
+    says(session, row, "开户", NOW, 1, intent=("open_account", "开户"))
+    handoff = qualify(session, hsettings, row)
+    assert handoff is not None
+    discard(session, card_of(session, handoff).id, "chen", "称呼含返佣")
+    session.commit()
+
+    report = HandoffSweeper(hsettings, db, _coordinator()).run(NOW + 5 * MIN)
+
+    assert report.withdrawn == [handoff.id] and report.timed_out == []
+    assert _handoffs(session, row) == [("a", "cancelled", 0), ("b", "offered", 0)]
+    assert handoff.note == "withdrawn: the card was cancelled (discarded in review: 称呼含返佣)"
+    assert session.get(AccountManager, "a").open_count == 0  # type: ignore[union-attr]
+    assert "handoff.withdrawn" in session.scalars(select(AuditEntry.action)).all()
+
+
+def test_an_offer_whose_card_was_blocked_is_withdrawn_at_its_answer_time_without_a_miss(
+    db: Database, session: Session, hsettings: Settings
+) -> None:
+    manager(session, "a")
+    manager(session, "b")
+    row = lead(session, "wm1", display_name="稳赚不赔", owner_userid="a")  # the final-text lint blocks it
+    says(session, row, "开户", NOW, 1, intent=("open_account", "开户"))
+    handoff = qualify(session, hsettings, row)
+    assert handoff is not None and card_of(session, handoff).status == DeliveryStatus.BLOCKED
+    assert handoff.due_at == NOW + 30 * MIN  # b's card would be blocked too: no faster than a miss
+    session.commit()
+    sweeper = HandoffSweeper(hsettings, db, _coordinator())
+
+    assert sweeper.run(NOW + 29 * MIN).withdrawn == []
+    report = sweeper.run(NOW + 30 * MIN)
+    assert (report.withdrawn, report.timed_out) == ([handoff.id], [])
+    assert _handoffs(session, row) == [("a", "cancelled", 0), ("b", "offered", 0)]
 
 
 def test_nobody_left_puts_the_lead_back_in_the_queue_with_an_alert(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import tomllib
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select
 
 from bot.delivery.dispatcher import DeliveryDispatcher
 from bot.kf.replies import conversation, send_kf_text
@@ -128,7 +129,9 @@ def bot(services: Services, sim: Simulator) -> Bot:
 
 def rows(bot: Bot, model: Any, *where: Any) -> list[Any]:
     with bot.services.db.transaction() as session:
-        return list(session.scalars(select(model).where(*where)))
+        # In insertion order: the assertions compare sequences, and PostgreSQL returns any order.
+        key = inspect(model).primary_key
+        return list(session.scalars(select(model).where(*where).order_by(*key)))
 
 
 def refusals(bot: Bot) -> list[str]:
@@ -339,3 +342,30 @@ def test_embedded_runtime_pulls_and_replies_on_its_own(bot: Bot) -> None:
         ("send_msg", None),
     ]
     assert lead(bot).subscribed
+
+
+def test_two_workers_meeting_a_new_customer_at_once_share_one_conversation(db: Any, settings: Any) -> None:
+    # A row lock on a missing row locks nothing: both may find no conversation. Neither may fail.
+    if not db.is_postgres:
+        pytest.skip("SQLite serializes writing transactions: two workers never meet inside one")
+    threads, errors, ids = 4, [], []
+    start = threading.Barrier(threads)
+
+    def first_message() -> None:
+        try:
+            with db.transaction() as session:
+                ctx = HandlerContext(session=session, settings=settings, now=utcnow(), event_id=0)
+                session.execute(select(func.count()).select_from(KfConversation)).scalar()
+                start.wait(timeout=10)
+                ids.append(conversation(ctx, "wkNEW", "wm_new_customer").id)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=first_message) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=30)
+    assert errors == [] and len(ids) == threads and len(set(ids)) == 1
+    with db.read() as session:
+        assert session.scalar(select(func.count()).select_from(KfConversation)) == 1

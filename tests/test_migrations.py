@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -48,3 +49,37 @@ def test_long_reads_do_not_hold_the_write_lock(db: Database) -> None:
             writer.add(AuditEntry(at=utcnow(), actor="t", action="t", target="t", detail={}))
     with db.read() as reader:
         assert reader.scalar(sa.select(sa.func.count()).select_from(AuditEntry)) == 1
+
+
+def test_the_reset_between_tests_empties_every_table_and_restarts_ids(db: Database) -> None:
+    from models.audit import AuditEntry
+    from models.base import utcnow
+    from models.ledger import LedgerEntry
+    from tests.conftest import _truncate
+
+    def entry() -> AuditEntry:
+        return AuditEntry(at=utcnow(), actor="t", action="t", target="t", detail={})
+
+    def next_id() -> int:
+        with db.transaction() as session:
+            row = entry()
+            session.add(row)
+            session.flush()
+            return row.id
+
+    with db.transaction() as session:  # the ledger refuses DELETE on PostgreSQL: the reset truncates
+        session.add_all(
+            [entry(), entry(), LedgerEntry(seq=1, entry_type="message", prev_hash="0", entry_hash="1")]
+        )
+    _truncate(db)
+    with db.read() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(AuditEntry)) == 0
+        assert session.scalar(sa.select(sa.func.count()).select_from(LedgerEntry)) == 0
+    assert next_id() == 1
+    _truncate(db)
+
+    with pytest.raises(sa.exc.IntegrityError), db.transaction() as session:
+        refused = sa.insert(AuditEntry).values(at=utcnow(), actor=None, action="t", target="t", detail={})
+        session.execute(refused)  # refused for the missing actor, after taking an id
+    _truncate(db)
+    assert next_id() == 1

@@ -61,6 +61,8 @@ from models.deliveries import Channel, Delivery
 from models.kf import KfConversation
 from models.leads import Lead, LeadTag
 from models.ledger import LedgerEntry
+from models.scripts import ScriptVersion
+from models.variants import ScriptVariant, VariantAssignment
 from scripts_library import catalogue as cat
 from scripts_library import ledger
 from tests.scripts_fixtures import POLICY, approved, ensure_people
@@ -945,6 +947,63 @@ def test_a_large_run_is_planned_in_bounded_batches_one_transaction_each(
     assert plan.counts["mass"] == n
     assert sizes == [5, 5, 5, 5, 3, 0]
     assert len(commits) == math.ceil(n / size) + 3  # preparation, each page and the empty last one, the end
+
+
+def test_an_ab_test_of_the_report_sends_each_lead_its_sticky_arm_in_tasks_per_arm(
+    db: Database, settings: Settings, scripts: None
+) -> None:
+    settings = settings.replace(campaigns={"mass_task_max": 4})
+    customers = [f"ab{i:02d}" for i in range(40)]
+    with db.transaction() as session:
+        for ext in customers:
+            lead(session, ext, owner="zhangsan")
+            relate(session, "zhangsan", ext)
+        kf_window(session, "ab00", TUESDAY - timedelta(hours=1))  # one recipient by kf
+        b_body = body("morning_report").replace("隔夜要闻", "海外要闻")
+        saved = cat.save_draft(session, "morning_report", b_body, "olivia", POLICY)
+        cat.submit(session, "morning_report", saved.version.number, "olivia", POLICY)
+        cat.approve(session, "morning_report", saved.version.number, "chen", POLICY, as_variant=True)
+        run_id = run(session, campaign(session), TUESDAY)
+    dry = plan_run(db, settings, run_id, now=TUESDAY, dry_run=True, batch_size=7)
+    with db.read() as session:  # a dry run assigns nobody
+        assert session.scalar(select(func.count()).select_from(VariantAssignment)) == 0
+    real = plan_run(db, settings, run_id, now=TUESDAY, batch_size=7)
+    assert (dry.counts, dry.tasks, dry.variants) == (real.counts, real.tasks, real.variants)
+    texts = {v.script_version: v.text for v in real.variants}
+    assert sorted(texts) == [1, 2] and "海外要闻" in texts[2] and "隔夜要闻" in texts[1]
+    with db.read() as session:
+        arm_version = dict(
+            session.execute(
+                select(Lead.external_user_id, ScriptVersion.number)
+                .join(VariantAssignment, VariantAssignment.lead_id == Lead.id)
+                .join(ScriptVariant, ScriptVariant.id == VariantAssignment.variant_id)
+                .join(ScriptVersion, ScriptVersion.id == ScriptVariant.version_id)
+            ).all()
+        )
+        assert sorted(arm_version) == customers and set(arm_version.values()) == {1, 2}
+        sent = session.scalars(select(Delivery).where(Delivery.purpose_key.like("run:%"))).all()
+        assert len(sent) == len(customers)
+        for d in sent:  # each customer gets the text of its own arm, on either channel
+            assert (d.script_version, d.text) == (arm_version[d.recipient], texts[arm_version[d.recipient]])
+        assert {d.channel for d in sent} == {Channel.KF_TEXT, Channel.MASS_TEMPLATE}
+        tasks = session.scalars(select(MassTask).where(MassTask.run_id == run_id)).all()
+        for task in tasks:  # a task carries one text: its customers all share that arm
+            members = [d for d in sent if (d.params or {}).get("mass_task_id") == task.id]
+            assert members and len(members) == task.recipients <= 4
+            assert {d.script_version for d in members} == {task.script_version}
+            assert task.text == texts[task.script_version]
+        assert ledger.verify(session).ok
+    # Sticky: a second run of the same campaign sends every lead the same arm again.
+    with db.transaction() as session:
+        again = run(session, session.scalars(select(Campaign)).one(), TUESDAY + timedelta(days=1))
+    plan_run(db, settings, again, now=TUESDAY + timedelta(days=1))
+    with db.read() as session:
+        later = session.execute(
+            select(Delivery.recipient, Delivery.script_version).where(
+                Delivery.purpose_key.like(f"run:{again}:%")
+            )
+        ).all()
+        assert later and all(arm_version[ext] == version for ext, version in later)
 
 
 # --- dry runs -----------------------------------------------------------------------------------------

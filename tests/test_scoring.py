@@ -144,6 +144,15 @@ def test_cap_applies_after_decay(session: Session) -> None:
     assert capped.total == 25
     assert "报名直播课「B」 +5 (decayed from 20; cap 25 reached)" in capped.explain()
     assert "报名直播课「A」 +0 (decayed from 20; cap 25 reached)" in capped.explain()
+    # The console words each fact from these values instead of the English `why`.
+    ranked = capped.ranked()
+    assert [item.why for item in ranked] == capped.explain()
+    facts = {item.label: (item.was_decayed, item.was_capped, item.cap) for item in ranked}
+    assert facts == {
+        "报名直播课「C」": (False, False, 25),
+        "报名直播课「B」": (True, True, 25),
+        "报名直播课「A」": (True, True, 25),
+    }
 
 
 def test_fit_does_not_decay_and_has_its_own_cap(session: Session) -> None:

@@ -60,9 +60,9 @@ def test_gunicorn_serves_the_callback(services: Services) -> None:
         while True:
             assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "gunicorn exited"
             try:
-                if requests.get(f"{base}/readyz", timeout=1).status_code == 200:
+                if requests.get(f"{base}/readyz", timeout=5).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening, or still booting
                 pass
             assert time.monotonic() < deadline, "gunicorn never became ready"
             time.sleep(0.1)

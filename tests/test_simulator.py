@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -676,3 +678,41 @@ def test_describe_config_prints_what_the_bot_needs(sim: Simulator) -> None:
     assert f'api_base_url = "{sim.base_url}"' in out
     assert f'corp_id = "{CORP}"' in out and f"agent_id = {AGENT}" in out
     assert 'kf_secret = "kf-secret-1"' in out
+
+
+def _raw(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None) -> Any:
+    conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
+    response = conn.getresponse()
+    return response, response.read()
+
+
+def test_api_connections_are_kept_open_and_closed_when_the_simulator_stops() -> None:
+    simulator = Simulator(make_config())
+    simulator.start()
+    conn = http.client.HTTPConnection("127.0.0.1", simulator.port, timeout=5)
+    try:
+        res, raw = _raw(conn, "GET", f"/cgi-bin/gettoken?corpid={CORP}&corpsecret={SECRETS['agent']}")
+        token = json.loads(raw)["access_token"]
+        assert res.status == 200 and not res.will_close
+        body = json.dumps({"agentid": AGENT, **text("zhangsan")}).encode()
+        res, raw = _raw(conn, "POST", f"/cgi-bin/message/send?access_token={token}", body)
+        assert res.status == 200 and json.loads(raw)["errcode"] == 0 and not res.will_close
+        assert simulator.connections_accepted == 1  # both calls on one connection
+        simulator.stop()
+        with pytest.raises((http.client.HTTPException, OSError)):
+            _raw(conn, "POST", f"/cgi-bin/message/send?access_token={token}", body)
+    finally:
+        conn.close()
+        simulator.stop()
+
+
+def test_request_of_unknown_length_is_answered_then_its_connection_closed(sim: Simulator) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", sim.port, timeout=5)
+    try:
+        # A chunked body: the server cannot tell where the next request would start.
+        conn.request("POST", "/cgi-bin/message/send?access_token=nope", body=iter([b"{", b"}"]))
+        res = conn.getresponse()
+        assert res.status == 200 and json.loads(res.read())["errcode"] == 40014 and res.will_close
+    finally:
+        conn.close()
+    assert len(sim.sent_app_messages) == 0

@@ -13,6 +13,7 @@ from bot.db import Database
 from bot.leads.stages import ALLOWED, Stage, StageError, allowed, transition
 from bot.leads.timeline import timeline
 from models.audit import AuditEntry
+from models.handoff import AccountManager, Handoff, HandoffStatus
 from models.leads import Lead
 from models.scoring import StageChange
 
@@ -117,6 +118,40 @@ def test_unknown_stages_are_refused(session: Session) -> None:
         transition(session, lead, "engaged", "olivia", "", NOW)
     assert not allowed("legacy", "engaged")
     assert session.scalar(select(func.count()).select_from(StageChange)) == 0
+
+
+def test_a_coded_reason_is_stored_beside_its_english_text_and_a_free_one_alone(session: Session) -> None:
+    lead = _lead(session, "qualified")
+    coded = transition(
+        session,
+        lead,
+        "handed_off",
+        "handoff",
+        "offered to 李经理",
+        NOW,
+        code="offered",
+        params={"manager": "李经理"},
+    )
+    free = transition(session, lead, "lost", "manager:li", "客户不再回复", NOW)
+    assert (coded.reason, coded.reason_code, coded.reason_params) == (
+        "offered to 李经理",
+        "offered",
+        {"manager": "李经理"},
+    )
+    assert (free.reason, free.reason_code, free.reason_params) == ("客户不再回复", None, None)
+
+
+def test_leaving_for_an_end_stage_ends_the_open_handoff_with_a_coded_note(session: Session) -> None:
+    session.add(AccountManager(userid="li", name="李经理", open_count=1))
+    lead = _lead(session, "accepted")
+    handoff = Handoff(
+        lead_id=lead.id, manager_userid="li", status=HandoffStatus.ACCEPTED, open_lead_id=lead.id
+    )
+    session.add(handoff)
+    session.flush()
+    transition(session, lead, "converted", "manager:li", "成交", NOW)
+    assert handoff.status == HandoffStatus.CLOSED and handoff.note == "lead converted"
+    assert (handoff.note_code, handoff.note_params) == ("lead_ended", {"stage": "converted"})
 
 
 def test_stage_error_is_a_value_error() -> None:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 
 from bot.coordination import MemoryCoordinator
 from bot.wecom.client import SentCard, TransferStatus, WeComClient, token_cache_ttl
@@ -466,3 +467,55 @@ def test_transfer_customer_refuses_an_empty_or_oversized_batch(
     with pytest.raises(ValueError):
         client.transfer_customer("zhangsan", "lisi", [f"wm{i:04d}" for i in range(count)])
     assert sim.api_calls("externalcontact/transfer_customer") == 0
+
+
+def test_calls_share_one_kept_open_connection(client: WeComClient, sim: Simulator) -> None:
+    for _ in range(5):
+        client.send_app_message(text())
+    assert sim.connections_accepted == 1  # gettoken and the five sends
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_proxy_from_the_environment_is_used_unless_no_proxy_names_the_host(
+    sim: Simulator, coordinator: MemoryCoordinator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", sim.base_url)  # the simulator serves absolute-URI requests too
+    unreachable = f"http://127.0.0.1:{_closed_port()}"
+    via_proxy = WeComClient(CORP, SECRETS, AGENT, coordinator, api_base_url=unreachable, timeout=2)
+    assert via_proxy.send_app_message(text())["errcode"] == 0
+    via_proxy.close()
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    direct = WeComClient(CORP, SECRETS, AGENT, MemoryCoordinator(), api_base_url=unreachable, timeout=2)
+    with pytest.raises(WeComAPIError) as info:
+        direct.send_app_message(text())
+    assert info.value.kind is ErrorKind.TRANSIENT and "refused" in info.value.errmsg
+    direct.close()
+
+
+def test_failures_keep_the_causes_that_tell_whether_a_call_may_have_reached_wecom(
+    client: WeComClient, sim: Simulator, coordinator: MemoryCoordinator
+) -> None:
+    from bot.campaigns.masssend import _not_created
+
+    client.access_token("contact")  # cached in the shared coordinator: the next client skips gettoken
+    refused = WeComClient(
+        CORP, SECRETS, AGENT, coordinator, api_base_url=f"http://127.0.0.1:{_closed_port()}", timeout=2
+    )
+    with pytest.raises(WeComAPIError) as info:
+        refused.add_msg_template(["wmA"], sender="zhangsan", text="hi")
+    # No byte left: the mass sender may create the task again.
+    assert isinstance(info.value.__cause__, requests.ConnectionError) and _not_created(info.value)
+    assert "access_token=***" in info.value.errmsg  # the token is redacted from urllib3's message
+    refused.close()
+    sim.inject_fault("externalcontact/add_msg_template", -1, http_status=502)
+    with pytest.raises(WeComAPIError) as info:
+        client.add_msg_template(["wmA"], sender="zhangsan", text="hi")
+    # An HTTP error may hide an answer WeCom acted on: never "certainly not created".
+    assert info.value.kind is ErrorKind.TRANSIENT and not _not_created(info.value)

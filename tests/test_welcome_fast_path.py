@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy import func, select
 
 import handlers.contacts
+from bot.delivery import dispatcher as dispatcher_module
 from bot.delivery.dispatcher import DeliveryDispatcher
 from bot.leads.hookcodes import create_code, provision_contact_way
 from bot.services import Services
@@ -222,3 +223,50 @@ def test_batch_whose_events_were_all_taken_over_does_nothing(ready: Services, si
     items = [(event_id, parse_event(payload)) for event_id, payload in claimed]
     assert [o.status for o in w.process_batch(route, items) or []] == ["lost-lease", "lost-lease"]
     assert count(ready, Lead) == 0
+
+
+def test_a_batch_of_welcomes_takes_its_rate_limit_tokens_in_one_call(
+    ready: Services, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = scans(ready, sim, 12)
+    coordinator = ready.coordinator
+    batched: list[tuple[str, int]] = []
+    single: list[str] = []
+    take_tokens, take_token = coordinator.take_tokens, coordinator.take_token
+
+    def many(bucket: str, rate: float, capacity: int, count: int) -> tuple[int, float]:
+        batched.append((bucket, count))
+        return take_tokens(bucket, rate, capacity, count)
+
+    def one(bucket: str, rate: float, capacity: int) -> float:
+        single.append(bucket)
+        return take_token(bucket, rate, capacity)
+
+    monkeypatch.setattr(coordinator, "take_tokens", many)
+    monkeypatch.setattr(coordinator, "take_token", one)
+    worker(ready, sender_of(ready)).drain()
+    assert sorted(w.external_userid for w in sim.welcomes) == ids
+    assert batched == [("wecom-api:externalcontact/send_welcome_msg", 12)] and single == []
+
+
+def test_welcomes_beyond_the_tokens_left_wait_for_the_bucket_without_spending_an_attempt(
+    ready: Services, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dispatcher_module, "API_RATE_PER_S", 0.01)  # one token per 100 s
+    monkeypatch.setattr(dispatcher_module, "API_BURST", 5)
+    scans(ready, sim, 8)
+    worker(ready, sender_of(ready)).drain()
+    assert len(sim.welcomes) == 5
+    with ready.db.read() as session:
+        rows = session.scalars(select(Delivery)).all()
+    assert sorted(r.status for r in rows) == [DeliveryStatus.QUEUED] * 3 + [DeliveryStatus.SENT] * 5
+    waiting = [r for r in rows if r.status == DeliveryStatus.QUEUED]
+    assert all(r.attempts == 0 and r.next_attempt_at > r.created_at + timedelta(seconds=50) for r in waiting)
+
+
+def test_token_bucket_grants_a_batch_up_to_what_it_holds(services: Services) -> None:
+    bucket = services.coordinator
+    assert bucket.take_tokens("batch-test", 0.001, 5, 3) == (3, 0.0)
+    granted, wait = bucket.take_tokens("batch-test", 0.001, 5, 4)
+    assert granted == 2 and 900 < wait <= 1000  # the next token is 1,000 s away at 0.001/s
+    assert bucket.take_token("batch-test", 0.001, 5) > 900

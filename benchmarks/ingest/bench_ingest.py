@@ -802,7 +802,6 @@ def make_servers(
         "BOT_DATABASE__URL": url,
         "BOT_REDIS__URL": args.redis_url,
         "BOT_REDIS__NAMESPACE": namespace,
-        "BOT_WEB__DEDUPE_TTL_S": "900",  # keys expire soon even if the run is killed before cleanup
         "BOT_WECOM__CORP_ID": CORP_ID,
         "BOT_WECOM__TOKEN": TOKEN,
         "BOT_WECOM__ENCODING_AES_KEY": aes_key,

@@ -542,7 +542,6 @@ def bot_env(url: str, redis_url: str, namespace: str, sim_url: str, aes_key: str
         "BOT_DATABASE__URL": url,
         "BOT_REDIS__URL": redis_url,
         "BOT_REDIS__NAMESPACE": namespace,
-        "BOT_WEB__DEDUPE_TTL_S": "900",
         "BOT_WECOM__CORP_ID": CORP_ID,
         "BOT_WECOM__TOKEN": TOKEN,
         "BOT_WECOM__ENCODING_AES_KEY": aes_key,

@@ -24,7 +24,16 @@ _KIND_DEFAULTS: dict[str, dict[str, bool]] = {
 
 
 class AudienceError(ValueError):
-    """A campaign's audience filter is malformed or cannot be applied."""
+    """A campaign's audience filter is malformed or cannot be applied.
+
+    `code` names the problem (the catalogue's audience codes where they agree) and `params` the values
+    its message mentions, so the console can say it in the reader's language; the message stays English.
+    """
+
+    def __init__(self, message: str, code: str = "", **params: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.params = params
 
 
 @dataclass(frozen=True)
@@ -48,22 +57,38 @@ class AudienceFilter:
         unknown = sorted(set(data) - set(_LIST_KEYS) - set(_FLAG_KEYS))
         if unknown:
             known = ", ".join((*_LIST_KEYS, *_FLAG_KEYS))
-            raise AudienceError(f"audience: unknown key(s) {', '.join(unknown)} (known: {known})")
+            raise AudienceError(
+                f"audience: unknown key(s) {', '.join(unknown)} (known: {known})",
+                "audience.unknown_keys",
+                keys=", ".join(unknown),
+            )
         lists: dict[str, tuple[str, ...]] = {}
         for key in _LIST_KEYS:
             value = data.get(key) or []
             if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-                raise AudienceError(f"audience.{key}: expected a list of non-empty strings, got {value!r}")
+                raise AudienceError(
+                    f"audience.{key}: expected a list of non-empty strings, got {value!r}",
+                    "audience.not_list",
+                    name=key,
+                )
             lists[key] = tuple(dict.fromkeys(value))
         flags = dict(_KIND_DEFAULTS.get(kind, {}))
         for key in _FLAG_KEYS:
             if key in data:
                 if not isinstance(data[key], bool):
-                    raise AudienceError(f"audience.{key}: expected true or false, got {data[key]!r}")
+                    raise AudienceError(
+                        f"audience.{key}: expected true or false, got {data[key]!r}",
+                        "audience.not_flag",
+                        name=key,
+                    )
                 flags[key] = data[key]
         registrants_only = flags.get("registrants_only", False)
         if registrants_only and course_id is None:
-            raise AudienceError("audience.registrants_only: the campaign has no course")
+            raise AudienceError(
+                "audience.registrants_only: the campaign has no course",
+                "audience.no_course",
+                name="registrants_only",
+            )
         return cls(
             **lists,
             subscribed_only=flags.get("subscribed_only", False),

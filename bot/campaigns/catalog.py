@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from jinja2 import Environment, TemplateSyntaxError, nodes
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -17,7 +18,7 @@ from models.audit import AuditEntry
 from models.base import utcnow
 from models.campaigns import Campaign, CampaignKind, CampaignStatus, Course, ScheduleKind
 from models.leads import HookCode, Platform
-from models.scripts import Script, ScriptKind
+from models.scripts import Script, ScriptKind, ScriptVersion, VersionStatus
 
 CAMPAIGN_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{2,64}$")
 TIME_OF_DAY_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
@@ -29,6 +30,17 @@ SCRIPT_KIND: dict[str, str] = {
     CampaignKind.ANNOUNCEMENT: ScriptKind.KEYWORD_REPLY,
 }
 COURSE_KINDS = frozenset({CampaignKind.COURSE_INVITE, CampaignKind.COURSE_REMINDER})
+# The variables a run fills (see planner._prepare): every kind renders one text per run for all its
+# recipients, so per-lead variables such as lead.display_name can never be filled.
+RUN_VARIABLES: dict[str, frozenset[str]] = {
+    CampaignKind.MORNING_REPORT: frozenset({"firm", "report"}),
+    CampaignKind.COURSE_INVITE: frozenset({"firm", "course"}),
+    CampaignKind.COURSE_REMINDER: frozenset({"firm", "course"}),
+    CampaignKind.ANNOUNCEMENT: frozenset({"firm"}),
+}
+# Versions that are or may become the one a run sends.
+_LIVE_VERSIONS = (VersionStatus.DRAFT, VersionStatus.SUBMITTED, VersionStatus.APPROVED)
+_PARSER = Environment(autoescape=False)  # parses only; scripts are rendered in the sandbox
 MAX_OFFSET_MINUTES = 30 * 24 * 60
 AUDIENCE_LISTS = ("platforms", "hook_codes", "tags", "stages")
 AUDIENCE_FLAGS = ("subscribed_only", "registrants_only")
@@ -39,7 +51,16 @@ DEFAULT_REMINDER_MINUTES = 30
 
 
 class CampaignError(ValueError):
-    """A campaign cannot be created or changed as asked; the message says why and nothing was changed."""
+    """A campaign cannot be created or changed as asked; the message says why and nothing was changed.
+
+    `code` names the refusal and `params` the values its message mentions, so the console can say it
+    in the reader's language; the English message stays for the CLI and logs.
+    """
+
+    def __init__(self, message: str, code: str = "", **params: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.params = params
 
 
 @dataclass(frozen=True)
@@ -81,7 +102,7 @@ def get_campaign(session: Session, key: str) -> Campaign:
     """The campaign with `key`, or refuse with a clear error."""
     campaign = session.scalars(select(Campaign).where(Campaign.key == key)).first()
     if campaign is None:
-        raise CampaignError(f"no campaign {key!r}")
+        raise CampaignError(f"no campaign {key!r}", "campaign.unknown", key=key)
     return campaign
 
 
@@ -94,7 +115,7 @@ def list_campaigns(
         stmt = stmt.where(Campaign.status != CampaignStatus.ARCHIVED)
     else:
         if status not in CampaignStatus.__members__.values():
-            raise CampaignError(f"status: one of {', '.join(CampaignStatus)}")
+            raise CampaignError(f"status: one of {', '.join(CampaignStatus)}", "status.unknown")
         stmt = stmt.where(Campaign.status == status)
     if kind is not None:
         stmt = stmt.where(Campaign.kind == kind)
@@ -106,23 +127,77 @@ def list_campaigns(
 def _check_script(session: Session, kind: str, script_key: str) -> None:
     script = session.scalars(select(Script).where(Script.key == script_key)).first()
     if script is None:
-        raise CampaignError(f"script: no script {script_key!r} in the catalogue")
+        raise CampaignError(
+            f"script: no script {script_key!r} in the catalogue", "script.unknown", script=script_key
+        )
     wanted = SCRIPT_KIND[kind]
     if script.kind != wanted:
         raise CampaignError(
-            f"script: {script_key!r} is a {script.kind} script; {kind} campaigns send {wanted} scripts"
+            f"script: {script_key!r} is a {script.kind} script; {kind} campaigns send {wanted} scripts",
+            "script.wrong_kind",
+            script=script_key,
+            script_kind=script.kind,
+            kind=kind,
+            wanted=wanted,
         )
+    _check_run_variables(session, kind, script)
+
+
+def _variables(body: str) -> list[str]:
+    """The `name.field` variables a script body references, in order of appearance, each once."""
+    try:
+        tree = _PARSER.parse(body)
+    except TemplateSyntaxError:
+        return []  # the catalogue refuses such bodies when they are saved
+    found = [
+        f"{node.node.name}.{node.attr}"
+        for node in tree.find_all(nodes.Getattr)
+        if isinstance(node.node, nodes.Name)
+    ]
+    return list(dict.fromkeys(found))
+
+
+def _check_run_variables(session: Session, kind: str, script: Script) -> None:
+    """Refuse a script any of whose live versions uses a variable a run of `kind` cannot fill."""
+    allowed = RUN_VARIABLES[kind]
+    stmt = (
+        select(ScriptVersion)
+        .where(ScriptVersion.script_id == script.id, ScriptVersion.status.in_(_LIVE_VERSIONS))
+        .order_by(ScriptVersion.number)
+    )
+    for version in session.scalars(stmt):
+        unfilled = [v for v in _variables(version.body) if v.split(".", 1)[0] not in allowed]
+        if unfilled:
+            names = ", ".join(f"{{{{ {v} }}}}" for v in unfilled)
+            raise CampaignError(
+                f"script: {script.key!r} v{version.number} ({version.status}) uses {names}, but"
+                f" campaigns of kind {kind} render one text for all their recipients and fill only"
+                f" {', '.join(sorted(allowed))}.*; choose a script without per-customer variables",
+                "script.per_customer_variables",
+                script=script.key,
+                version=version.number,
+                names=names,
+                kind=kind,
+                allowed=", ".join(f"{a}.*" for a in sorted(allowed)),
+            )
 
 
 def _schedule_columns(session: Session, kind: str, schedule: Schedule, now: datetime) -> dict[str, Any]:
     """The campaign columns for `schedule` after checking it fits `kind`; refuses inconsistent schedules."""
     sk = schedule.kind
     if sk not in ScheduleKind.__members__.values():
-        raise CampaignError(f"schedule: one of {', '.join(ScheduleKind)}")
+        raise CampaignError(f"schedule: one of {', '.join(ScheduleKind)}", "schedule.unknown")
     if kind == CampaignKind.MORNING_REPORT and sk != ScheduleKind.TRADING_DAYS:
-        raise CampaignError("schedule: morning reports run on trading days (trading_days at HH:MM)")
+        raise CampaignError(
+            "schedule: morning reports run on trading days (trading_days at HH:MM)",
+            "schedule.trading_days_only",
+        )
     if kind in COURSE_KINDS and sk != ScheduleKind.COURSE:
-        raise CampaignError(f"schedule: {kind} campaigns are scheduled relative to a course (course)")
+        raise CampaignError(
+            f"schedule: {kind} campaigns are scheduled relative to a course (course)",
+            "schedule.course_only",
+            kind=kind,
+        )
     given = {
         "time_of_day": schedule.time_of_day is not None,
         "run_at": schedule.run_at is not None,
@@ -137,11 +212,19 @@ def _schedule_columns(session: Session, kind: str, schedule: Schedule, now: date
     }[ScheduleKind(sk)]
     missing = sorted(name for name in needed if not given[name])
     if missing:
-        raise CampaignError(f"schedule: {sk} needs {' and '.join(missing)}")
+        raise CampaignError(
+            f"schedule: {sk} needs {' and '.join(missing)}",
+            "schedule.missing",
+            schedule=sk,
+            missing=", ".join(missing),
+        )
     extra = sorted(name for name, present in given.items() if present and name not in needed)
     if extra:
         raise CampaignError(
-            f"schedule: {sk} takes only {' and '.join(sorted(needed))}, not {', '.join(extra)}"
+            f"schedule: {sk} takes only {' and '.join(sorted(needed))}, not {', '.join(extra)}",
+            "schedule.extra",
+            schedule=sk,
+            extra=", ".join(extra),
         )
     columns: dict[str, Any] = {
         "schedule_kind": str(sk),
@@ -153,33 +236,57 @@ def _schedule_columns(session: Session, kind: str, schedule: Schedule, now: date
     if sk in (ScheduleKind.TRADING_DAYS, ScheduleKind.DAILY):
         assert schedule.time_of_day is not None
         if not TIME_OF_DAY_RE.match(schedule.time_of_day):
-            raise CampaignError(f"schedule: time of day {schedule.time_of_day!r} is not HH:MM (00:00-23:59)")
+            raise CampaignError(
+                f"schedule: time of day {schedule.time_of_day!r} is not HH:MM (00:00-23:59)",
+                "schedule.time_of_day",
+                value=schedule.time_of_day,
+            )
         columns["time_of_day"] = schedule.time_of_day
     elif sk == ScheduleKind.ONCE:
         run_at = schedule.run_at
         assert run_at is not None
         if run_at.tzinfo is None or run_at.utcoffset() is None:
-            raise CampaignError("schedule: run_at needs a time zone (e.g. +08:00)")
+            raise CampaignError("schedule: run_at needs a time zone (e.g. +08:00)", "schedule.run_at_zone")
         if run_at <= now:
-            raise CampaignError(f"schedule: run_at {run_at.isoformat()} has passed")
+            raise CampaignError(
+                f"schedule: run_at {run_at.isoformat()} has passed", "schedule.run_at_passed", run_at=run_at
+            )
         columns["run_at"] = run_at
     else:
         offset = schedule.offset_minutes
         if not isinstance(offset, int) or isinstance(offset, bool):
-            raise CampaignError("schedule: offset_minutes must be a whole number of minutes")
+            raise CampaignError(
+                "schedule: offset_minutes must be a whole number of minutes", "schedule.offset_whole"
+            )
         if not -MAX_OFFSET_MINUTES <= offset <= MAX_OFFSET_MINUTES:
-            raise CampaignError(f"schedule: offset_minutes within ±{MAX_OFFSET_MINUTES} (30 days)")
+            raise CampaignError(
+                f"schedule: offset_minutes within ±{MAX_OFFSET_MINUTES} (30 days)",
+                "schedule.offset_range",
+                max=MAX_OFFSET_MINUTES,
+            )
         if kind in COURSE_KINDS and offset > 0:
-            raise CampaignError(f"schedule: {kind} campaigns run before the course starts (offset ≤ 0)")
+            raise CampaignError(
+                f"schedule: {kind} campaigns run before the course starts (offset ≤ 0)",
+                "schedule.offset_after_start",
+                kind=kind,
+            )
         course = session.scalars(select(Course).where(Course.key == schedule.course_key)).first()
         if course is None:
-            raise CampaignError(f"schedule: no course {schedule.course_key!r}")
+            raise CampaignError(
+                f"schedule: no course {schedule.course_key!r}",
+                "schedule.unknown_course",
+                course=schedule.course_key,
+            )
         when = course.starts_at + timedelta(minutes=offset)
         if when <= now:
             local = when.astimezone(SHANGHAI)
             raise CampaignError(
                 f"schedule: {offset} minutes from the start of {course.key} is {local:%Y-%m-%d %H:%M}"
-                " Asia/Shanghai, which has passed"
+                " Asia/Shanghai, which has passed",
+                "schedule.course_time_passed",
+                offset=offset,
+                course=course.key,
+                when=when,
             )
         columns["course_id"], columns["offset_minutes"] = course.id, offset
     return columns
@@ -190,47 +297,74 @@ def _audience(session: Session, kind: str, audience: Mapping[str, Any] | None) -
     if audience is None:
         audience = {}
     if not isinstance(audience, Mapping):
-        raise CampaignError("audience: a JSON object")
+        raise CampaignError("audience: a JSON object", "audience.not_object")
     unknown = sorted(set(audience) - set(AUDIENCE_KEYS))
     if unknown:
-        raise CampaignError(f"audience: unknown {', '.join(unknown)}; allowed: {', '.join(AUDIENCE_KEYS)}")
+        raise CampaignError(
+            f"audience: unknown {', '.join(unknown)}; allowed: {', '.join(AUDIENCE_KEYS)}",
+            "audience.unknown_keys",
+            keys=", ".join(unknown),
+        )
     result: dict[str, Any] = {}
     for name in AUDIENCE_LISTS:
         if name not in audience:
             continue
         values = audience[name]
         if not isinstance(values, list | tuple) or not all(isinstance(v, str) for v in values):
-            raise CampaignError(f"audience: {name} is a list of strings")
+            raise CampaignError(f"audience: {name} is a list of strings", "audience.not_list", name=name)
         cleaned = list(dict.fromkeys(v.strip() for v in values))
         if not cleaned:
-            raise CampaignError(f"audience: {name} is empty; leave it out to match any")
+            raise CampaignError(
+                f"audience: {name} is empty; leave it out to match any", "audience.empty_list", name=name
+            )
         limit = _LIST_ITEM_MAX[name]
         if any(not v or len(v) > limit for v in cleaned):
-            raise CampaignError(f"audience: each of {name} is 1-{limit} characters")
+            raise CampaignError(
+                f"audience: each of {name} is 1-{limit} characters",
+                "audience.item_length",
+                name=name,
+                limit=limit,
+            )
         result[name] = cleaned
     if "platforms" in result:
         bad = [p for p in result["platforms"] if p not in Platform.__members__.values()]
         if bad:
-            raise CampaignError(f"audience: unknown platforms {', '.join(bad)}; one of {', '.join(Platform)}")
+            raise CampaignError(
+                f"audience: unknown platforms {', '.join(bad)}; one of {', '.join(Platform)}",
+                "audience.unknown_platforms",
+                name="platforms",
+                platforms=", ".join(bad),
+            )
     if "hook_codes" in result:
         known = set(session.scalars(select(HookCode.code).where(HookCode.code.in_(result["hook_codes"]))))
         missing = [c for c in result["hook_codes"] if c not in known]
         if missing:
-            raise CampaignError(f"audience: no hook code {', '.join(missing)}")
+            raise CampaignError(
+                f"audience: no hook code {', '.join(missing)}",
+                "audience.unknown_hook_codes",
+                name="hook_codes",
+                codes=", ".join(missing),
+            )
     for name in AUDIENCE_FLAGS:
         if name not in audience:
             continue
         if not isinstance(audience[name], bool):
-            raise CampaignError(f"audience: {name} is true or false")
+            raise CampaignError(f"audience: {name} is true or false", "audience.not_flag", name=name)
         result[name] = audience[name]
     if result.get("registrants_only") and kind not in COURSE_KINDS:
-        raise CampaignError("audience: registrants_only applies to course invites and reminders only")
+        raise CampaignError(
+            "audience: registrants_only applies to course invites and reminders only",
+            "audience.registrants_only_courses",
+            name="registrants_only",
+        )
     # Marketing needs consent: subscribers, or for course sends the leads who registered.
     if not result.get("registrants_only"):
         if result.get("subscribed_only") is False:
             raise CampaignError(
                 "audience: campaigns go to subscribers only (or, for courses, to registrants); "
-                "sending to leads who never subscribed needs their consent first"
+                "sending to leads who never subscribed needs their consent first",
+                "audience.consent",
+                name="subscribed_only",
             )
         result["subscribed_only"] = True
     return result
@@ -239,7 +373,7 @@ def _audience(session: Session, kind: str, audience: Mapping[str, Any] | None) -
 def _name(name: str) -> str:
     name = name.strip()
     if not name or len(name) > 128:
-        raise CampaignError("name: 1-128 characters")
+        raise CampaignError("name: 1-128 characters", "name.length")
     return name
 
 
@@ -257,15 +391,15 @@ def _prepare(
     """An unsaved campaign after every check; nothing is added to the session."""
     require_author(session, actor, CampaignError)
     if not CAMPAIGN_KEY_RE.match(key):
-        raise CampaignError("key: 2-64 characters from letters, digits, '_' and '-'")
+        raise CampaignError("key: 2-64 characters from letters, digits, '_' and '-'", "key.format")
     if kind not in CampaignKind.__members__.values():
-        raise CampaignError(f"kind: one of {', '.join(CampaignKind)}")
+        raise CampaignError(f"kind: one of {', '.join(CampaignKind)}", "kind.unknown")
     name = _name(name)
     _check_script(session, kind, script_key)
     columns = _schedule_columns(session, kind, schedule, now)
     checked = _audience(session, kind, audience)
     if session.scalars(select(Campaign.id).where(Campaign.key == key)).first() is not None:
-        raise CampaignError(f"campaign {key!r} exists")
+        raise CampaignError(f"campaign {key!r} exists", "key.exists", key=key)
     return Campaign(
         key=key,
         name=name,
@@ -326,7 +460,9 @@ def _changeable(session: Session, key: str, actor: str) -> Campaign:
     require_author(session, actor, CampaignError)
     campaign = get_campaign(session, key)
     if campaign.status == CampaignStatus.ARCHIVED:
-        raise CampaignError(f"campaign {key} is archived; archived campaigns do not change")
+        raise CampaignError(
+            f"campaign {key} is archived; archived campaigns do not change", "campaign.archived", key=key
+        )
     return campaign
 
 
@@ -344,7 +480,9 @@ def update_campaign(
     """Replace a campaign's name, script, schedule or audience (each checked whole); audit the change."""
     now = now or utcnow()
     if name is None and script_key is None and schedule is None and audience is None:
-        raise CampaignError("nothing to change: give a name, script, schedule or audience")
+        raise CampaignError(
+            "nothing to change: give a name, script, schedule or audience", "campaign.nothing_to_change"
+        )
     campaign = _changeable(session, key, actor)
     wanted: dict[str, Any] = {}
     if name is not None:
@@ -382,7 +520,13 @@ def _set_status(
     now = now or utcnow()
     campaign = _changeable(session, key, actor)
     if campaign.status not in allowed_from:
-        raise CampaignError(f"campaign {key} is {campaign.status}; it cannot become {status}")
+        raise CampaignError(
+            f"campaign {key} is {campaign.status}; it cannot become {status}",
+            "campaign.status_change",
+            key=key,
+            status=campaign.status,
+            to=status,
+        )
     old = campaign.status
     campaign.status, campaign.updated_at = status, now
     action = {
@@ -434,11 +578,18 @@ def course_campaigns(
     and the reminder `reminder_minutes` before the start.
     """
     now = now or utcnow()
-    for label, minutes in (("invite lead time", invite_lead_minutes), ("reminder time", reminder_minutes)):
+    lead_times = (
+        ("invite lead time", invite_lead_minutes, "course.invite_minutes"),
+        ("reminder time", reminder_minutes, "course.reminder_minutes"),
+    )
+    for label, minutes, code in lead_times:
         if not isinstance(minutes, int) or isinstance(minutes, bool) or minutes <= 0:
-            raise CampaignError(f"{label}: a positive number of minutes before the start")
+            raise CampaignError(f"{label}: a positive number of minutes before the start", code)
     if invite_lead_minutes <= reminder_minutes:
-        raise CampaignError("the invite must go out before the reminder (invite lead time > reminder time)")
+        raise CampaignError(
+            "the invite must go out before the reminder (invite lead time > reminder time)",
+            "course.invite_after_reminder",
+        )
     audience = {"subscribed_only": True} if invite_audience is None else invite_audience
     invite = _prepare(
         session,

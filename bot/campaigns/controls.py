@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -25,7 +26,16 @@ CAMPAIGN_HOLD_S = 60.0
 
 
 class ControlError(ValueError):
-    """A control cannot be changed as asked; the message says why."""
+    """A control cannot be changed as asked; the message says why.
+
+    `code` names the refusal and `params` the values its message mentions, so the console can say it
+    in the reader's language; the English message stays for the CLI and logs.
+    """
+
+    def __init__(self, message: str, code: str = "", **params: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.params = params
 
 
 @dataclass(frozen=True)
@@ -71,11 +81,13 @@ def run_hold(session: Session, run_id: int | None) -> str | None:
 def _set(session: Session, on: bool, actor: str, reason: str, now: datetime | None) -> SwitchState:
     actor, reason = actor.strip(), reason.strip()
     if not actor:
-        raise ControlError("actor: name who changes the switch")
+        raise ControlError("actor: name who changes the switch", "switch.actor")
     if on and not reason:
-        raise ControlError("reason: say why sending is stopped")
+        raise ControlError("reason: say why sending is stopped", "switch.reason_missing")
     if len(reason) > MAX_REASON_LENGTH:
-        raise ControlError(f"reason: at most {MAX_REASON_LENGTH} characters")
+        raise ControlError(
+            f"reason: at most {MAX_REASON_LENGTH} characters", "switch.reason_length", max=MAX_REASON_LENGTH
+        )
     row = session.scalars(select(Switch).where(Switch.key == SENDING).with_for_update()).first()
     if (row.on if row is not None else False) == on:
         return _state(row, SENDING)

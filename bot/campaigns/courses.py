@@ -6,7 +6,7 @@ import csv
 import io
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -35,16 +35,30 @@ _LOOKUP_CHUNK = 500
 
 
 class CourseError(ValueError):
-    """A course, registration or attendance import cannot be done as asked; the message says why."""
+    """A course, registration or attendance import cannot be done as asked; the message says why.
+
+    `code` names the refusal and `params` the values its message mentions, so the console can say it
+    in the reader's language; the English message stays for the CLI and logs.
+    """
+
+    def __init__(self, message: str, code: str = "", **params: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.params = params
 
 
-def require_author(session: Session, username: str, error: type[ValueError] = CourseError) -> User:
+def require_author(session: Session, username: str, error: Callable[..., ValueError] = CourseError) -> User:
     """The active admin or operator account named `username`, or refuse with `error`."""
     user = session.scalars(select(User).where(User.username == username)).first()
     if user is None or not user.active:
-        raise error(f"no active account named {username!r}")
+        raise error(f"no active account named {username!r}", "author.unknown", username=username)
     if user.role not in AUTHOR_ROLES:
-        raise error(f"{username} ({user.role}) may not manage campaigns or courses; admins and operators may")
+        raise error(
+            f"{username} ({user.role}) may not manage campaigns or courses; admins and operators may",
+            "author.role",
+            username=username,
+            role=user.role,
+        )
     return user
 
 
@@ -63,7 +77,7 @@ def get_course(session: Session, key: str) -> Course:
     """The course with `key`, or refuse with a clear error."""
     course = session.scalars(select(Course).where(Course.key == key)).first()
     if course is None:
-        raise CourseError(f"no course {key!r}")
+        raise CourseError(f"no course {key!r}", "course.unknown", key=key)
     return course
 
 
@@ -83,33 +97,40 @@ def create_course(
     now = now or utcnow()
     require_author(session, actor)
     if not COURSE_KEY_RE.match(key):
-        raise CourseError("key: 2-48 characters from letters, digits, '_' and '-'")
+        raise CourseError("key: 2-48 characters from letters, digits, '_' and '-'", "course.key_format")
     title, speaker_name = title.strip(), speaker_name.strip()
     if not title or len(title) > 128:
-        raise CourseError("title: 1-128 characters")
+        raise CourseError("title: 1-128 characters", "course.title_length")
     if not speaker_name or len(speaker_name) > 64:
-        raise CourseError("speaker: 1-64 characters")
+        raise CourseError("speaker: 1-64 characters", "course.speaker_length")
     sac = unicodedata.normalize("NFKC", speaker_sac_no).strip().upper()
     if not SAC_RE.match(sac):
         raise CourseError(
             f"SAC registration number {speaker_sac_no!r}: expected one capital letter and 13 digits"
-            " (pattern ^[A-Z]\\d{13}$, e.g. S0260612345678 for 投资顾问, A… for 一般证券业务)"
+            " (pattern ^[A-Z]\\d{13}$, e.g. S0260612345678 for 投资顾问, A… for 一般证券业务)",
+            "course.sac_format",
+            value=speaker_sac_no,
         )
     if starts_at.tzinfo is None or starts_at.utcoffset() is None:
-        raise CourseError("start time: give a time zone (e.g. +08:00)")
+        raise CourseError("start time: give a time zone (e.g. +08:00)", "course.starts_zone")
     if starts_at <= now:
-        raise CourseError(f"start time {starts_at.isoformat()} has passed")
+        raise CourseError(
+            f"start time {starts_at.isoformat()} has passed", "course.starts_passed", starts_at=starts_at
+        )
     link = link.strip()
     if len(link) > 512 or urlsplit(link).scheme not in ("http", "https"):
-        raise CourseError("link: an http(s) URL of at most 512 characters")
+        raise CourseError("link: an http(s) URL of at most 512 characters", "course.link_format")
     if not link_allowed(link, compliance.allowed_link_domains):
+        host = urlsplit(link).hostname or "?"
         domains = ", ".join(compliance.allowed_link_domains) or "(none configured)"
         raise CourseError(
-            f"link: {urlsplit(link).hostname or '?'} is not an allowed domain"
-            f" (compliance.allowed_link_domains: {domains})"
+            f"link: {host} is not an allowed domain (compliance.allowed_link_domains: {domains})",
+            "course.link_domain" if compliance.allowed_link_domains else "course.link_no_domains",
+            host=host,
+            domains=", ".join(compliance.allowed_link_domains),
         )
     if session.scalars(select(Course.id).where(Course.key == key)).first() is not None:
-        raise CourseError(f"course {key!r} exists")
+        raise CourseError(f"course {key!r} exists", "course.exists", key=key)
     course = Course(
         key=key,
         title=title,
@@ -154,7 +175,8 @@ def register(
 ) -> bool:
     """Register `lead` for `course` once (the unique key decides); True when the registration is new."""
     if channel not in REGISTRATION_CHANNELS:
-        raise CourseError(f"channel: one of {', '.join(sorted(REGISTRATION_CHANNELS))}")
+        channels = ", ".join(sorted(REGISTRATION_CHANNELS))
+        raise CourseError(f"channel: one of {channels}", "course.channel", channels=channels)
     stmt = (
         _insert(session, CourseRegistration)
         .values(course_id=course.id, lead_id=lead.id, channel=channel, registered_at=now)
@@ -189,6 +211,21 @@ def attendance_count(session: Session, course: Course) -> int:
     return int(session.scalar(stmt) or 0)
 
 
+class RowProblem(str):
+    """Why an attendance row was not used, in English (as the CLI prints it), with a code and values.
+
+    A str so reports read as before; `code` and `params` let the console word it in the reader's language.
+    """
+
+    code: str
+    params: dict[str, Any]
+
+    def __new__(cls, message: str, code: str, **params: Any) -> RowProblem:
+        problem = super().__new__(cls, message)
+        problem.code, problem.params = code, params
+        return problem
+
+
 @dataclass(frozen=True)
 class AttendanceReport:
     """What an attendance import did: rows stored, and the rows it could not use with their line numbers."""
@@ -221,16 +258,23 @@ def _parse_attendance(csv_text: str) -> tuple[dict[str, tuple[int, int]], list[t
                 header = [cell.strip().lower() for cell in record]
                 if "external_userid" not in header:
                     raise CourseError(
-                        f"line {line}: the header must name an external_userid column (minutes is optional)"
+                        f"line {line}: the header must name an external_userid column (minutes is optional)",
+                        "attendance.header",
+                        line=line,
                     )
                 continue
             values = dict(zip(header, (cell.strip() for cell in record), strict=False))
             userid = values.get("external_userid", "")
             if not userid:
-                bad.append((line, "external_userid is empty"))
+                bad.append((line, RowProblem("external_userid is empty", "attendance.userid_empty")))
                 continue
             if len(userid) > 64:
-                bad.append((line, "external_userid is longer than 64 characters"))
+                bad.append(
+                    (
+                        line,
+                        RowProblem("external_userid is longer than 64 characters", "attendance.userid_long"),
+                    )
+                )
                 continue
             raw = values.get("minutes", "")
             if raw == "":
@@ -238,18 +282,27 @@ def _parse_attendance(csv_text: str) -> tuple[dict[str, tuple[int, int]], list[t
             elif raw.isascii() and raw.isdigit() and int(raw) <= MAX_ATTENDANCE_MINUTES:
                 minutes = int(raw)
             else:
-                bad.append(
-                    (line, f"minutes {raw!r} is not a whole number from 0 to {MAX_ATTENDANCE_MINUTES}")
-                )
+                message = f"minutes {raw!r} is not a whole number from 0 to {MAX_ATTENDANCE_MINUTES}"
+                problem = RowProblem(message, "attendance.minutes", value=raw, max=MAX_ATTENDANCE_MINUTES)
+                bad.append((line, problem))
                 continue
             if userid in rows:
-                bad.append((line, f"{userid} already appears on line {rows[userid][0]}; this row is ignored"))
+                first = rows[userid][0]
+                message = f"{userid} already appears on line {first}; this row is ignored"
+                bad.append((line, RowProblem(message, "attendance.duplicate", userid=userid, first=first)))
                 continue
             rows[userid] = (line, minutes)
     except csv.Error as exc:
-        raise CourseError(f"line {reader.line_num}: not valid CSV: {exc}") from None
+        raise CourseError(
+            f"line {reader.line_num}: not valid CSV: {exc}",
+            "attendance.csv",
+            line=reader.line_num,
+            error=str(exc),
+        ) from None
     if header is None:
-        raise CourseError("the file is empty: expected a header with an external_userid column")
+        raise CourseError(
+            "the file is empty: expected a header with an external_userid column", "attendance.empty"
+        )
     return rows, bad
 
 
@@ -265,7 +318,10 @@ def import_attendance(
     require_author(session, actor)
     if course.starts_at > now:
         raise CourseError(
-            f"course {course.key} starts at {course.starts_at.isoformat()}; nothing to import yet"
+            f"course {course.key} starts at {course.starts_at.isoformat()}; nothing to import yet",
+            "attendance.not_started",
+            key=course.key,
+            starts_at=course.starts_at,
         )
     rows, bad = _parse_attendance(csv_text)
     userids = list(rows)

@@ -18,7 +18,6 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from functools import cached_property
 from typing import Any, TextIO
 
 from sqlalchemy import String, and_, bindparam, case, func, select, text, true
@@ -58,7 +57,15 @@ from models.kf import KfConversation
 from models.leads import Lead
 from models.scripts import ScriptKind
 from scripts_library import ledger
-from scripts_library.catalogue import MessageBlocked, NotSendable, compose, policy_from_settings, sendable
+from scripts_library.catalogue import (
+    Composed,
+    MessageBlocked,
+    NotSendable,
+    compose_sendable,
+    live,
+    policy_from_settings,
+    sendable_for_many,
+)
 from scripts_library.rendering import RenderError
 
 # Deliveries that use up a customer's campaign allowance: queued or (possibly) sent, never failed ones.
@@ -155,6 +162,8 @@ class RunPlan:
     dry_run: bool = False
     message: Message | None = None
     counts: dict[str, Any] = field(default_factory=dict)
+    # During an A/B test of the script: every live arm's text (`message` is the first arm's).
+    variants: list[Message] = field(default_factory=list)
     tasks: list[TaskSummary] = field(default_factory=list)
     recipients: list[PlannedRecipient] = field(default_factory=list)
 
@@ -168,6 +177,7 @@ class RunPlan:
             "reason": self.reason,
             "dry_run": self.dry_run,
             "message": asdict(self.message) if self.message else None,
+            "variants": [asdict(v) for v in self.variants],
             "counts": self.counts,
             "tasks": [asdict(t) for t in self.tasks],
             "recipients": [asdict(r) for r in self.recipients],
@@ -371,6 +381,13 @@ class _Prepared:
     message: Message
     values: dict[str, dict[str, Any]]
     quiet: bool
+    # Version id → text: the one version, or each live arm of an A/B test of the script.
+    messages: dict[int, Message] = field(default_factory=dict)
+
+    @property
+    def testing(self) -> bool:
+        """Whether recipients are split between the arms of an A/B test."""
+        return len(self.messages) > 1
 
 
 @dataclass(frozen=True)
@@ -461,7 +478,7 @@ def _prepare(
             return _Stopped(failed, reason)
         values["course"] = course_values(course)
     try:
-        script, _, _ = sendable(session, campaign.script_key, at)
+        current = live(session, campaign.script_key, at)
     except NotSendable as exc:
         _alert(
             session,
@@ -474,46 +491,57 @@ def _prepare(
             **detail,
         )
         return _Stopped(skipped, f"no approved script: {exc}")
+    script = current.base[0]
     expected = SCRIPT_KINDS.get(campaign.kind)
     if script.kind != expected:
         reason = f"script {campaign.script_key!r} is a {script.kind} script; {campaign.kind} sends {expected}"
         _alert(session, at, "run.misconfigured", "warning", "operator", f"{where}: {reason}", **detail)
         return _Stopped(failed, reason)
     policy = policy_from_settings(settings.compliance)
-    try:
-        composed = compose(
-            session, campaign.script_key, values, policy, at=at, recipient=f"campaign:{campaign.key}"
-        )
-    except MessageBlocked as exc:  # compose has alerted operators and compliance
-        return _Stopped(skipped, str(exc))
-    except RenderError as exc:
-        _alert(session, at, "run.misconfigured", "warning", "operator", f"{where}: {exc}", **detail)
-        return _Stopped(failed, str(exc))
-    message = Message(
+    # One text per version sent: the version, or every live arm of an A/B test (each checked alike).
+    versions = [arm.sendable for arm in current.arms] if current.testing else [current.base]
+    messages: dict[int, Message] = {}
+    for chosen in versions:
+        try:
+            composed = compose_sendable(
+                session, chosen, values, policy, at, recipient=f"campaign:{campaign.key}"
+            )
+        except MessageBlocked as exc:  # compose has alerted operators and compliance
+            return _Stopped(skipped, str(exc))
+        except RenderError as exc:
+            _alert(session, at, "run.misconfigured", "warning", "operator", f"{where}: {exc}", **detail)
+            return _Stopped(failed, str(exc))
+        message = _message(campaign.script_key, composed)
+        if composed.held:
+            _alert(
+                session,
+                at,
+                "run.held",
+                "warning",
+                "both",
+                f"{where} not sent: the final text of {campaign.script_key} v{message.script_version}"
+                " needs compliance review, and a mass text cannot be held per recipient",
+                script=campaign.script_key,
+                lint=composed.lint.to_dict(),
+                **detail,
+            )
+            return _Stopped(skipped, HELD_FOR_REVIEW, message)
+        messages[composed.version.id] = message
+    quiet = in_quiet_hours(settings.campaigns.quiet_window(), at)
+    first = messages[versions[0][1].id]
+    return _Prepared(campaign.key, occurrence, at, audience, first, values, quiet, messages)
+
+
+def _message(script_key: str, composed: Composed) -> Message:
+    return Message(
         text=composed.text,
-        script_key=campaign.script_key,
+        script_key=script_key,
         script_version=composed.version.number,
         approval_id=composed.approval.id,
         content_hash=composed.version.content_hash,
         lint_verdict=composed.lint.verdict,
         lexicon_version=composed.lint.lexicon_version,
     )
-    if composed.held:
-        _alert(
-            session,
-            at,
-            "run.held",
-            "warning",
-            "both",
-            f"{where} not sent: the final text of {campaign.script_key} v{message.script_version} needs"
-            " compliance review, and a mass text cannot be held per recipient",
-            script=campaign.script_key,
-            lint=composed.lint.to_dict(),
-            **detail,
-        )
-        return _Stopped(skipped, HELD_FOR_REVIEW, message)
-    quiet = in_quiet_hours(settings.campaigns.quiet_window(), at)
-    return _Prepared(campaign.key, occurrence, at, audience, message, values, quiet)
 
 
 # --- per-batch planning ------------------------------------------------------------------------
@@ -525,15 +553,16 @@ class _Tasks:
     def __init__(self, maximum: int) -> None:
         self.maximum = maximum
         self.summaries: list[TaskSummary] = []
-        self._current: dict[str, int] = {}  # sender -> index in summaries (dry runs)
+        self._current: dict[tuple[str, int], int] = {}  # (sender, approval) -> index in summaries
 
-    def assign_dry(self, sender: str) -> None:
-        """Count one recipient into the sender's current task (dry runs keep tasks in memory)."""
-        index = self._current.get(sender)
+    def assign_dry(self, key: tuple[str, int]) -> None:
+        """Count one recipient into the current task of (sender, approved text): dry runs keep tasks
+        in memory."""
+        index = self._current.get(key)
         if index is None or self.summaries[index].recipients >= self.maximum:
-            self.summaries.append(TaskSummary(sender, 0))
-            index = self._current[sender] = len(self.summaries) - 1
-        self.summaries[index] = TaskSummary(sender, self.summaries[index].recipients + 1)
+            self.summaries.append(TaskSummary(key[0], 0))
+            index = self._current[key] = len(self.summaries) - 1
+        self.summaries[index] = TaskSummary(key[0], self.summaries[index].recipients + 1)
 
 
 class _Planner:
@@ -552,6 +581,7 @@ class _Planner:
         self.policy = policy_from_settings(settings.compliance)
         self._kf_accounts: list[str] | None = None  # open_kfids with conversations, read once
         self._params: dict[int, dict[str, int]] = {}
+        self._mass_rows: dict[int, dict[str, Any]] = {}
 
     def decide_batch(
         self,
@@ -596,6 +626,35 @@ class _Planner:
             for m in batch
         ]
 
+    def messages_for(
+        self, session: Session, decided: list[tuple[AudienceMember, Decision]]
+    ) -> dict[int, Message]:
+        """During an A/B test, the text of each recipient who is sent something (by lead id): the arm
+        the lead was assigned, or is assigned now (stored by a real run only). Else empty: one text."""
+        p = self.prepared
+        if not p.testing:
+            return {}
+        leads = [m.lead_id for m, d in decided if d.channel != RecipientChannel.NONE]
+        picked = sendable_for_many(session, p.message.script_key, p.at, leads, store=not self.dry_run)
+        texts: dict[int, Message] = {}
+        for lead_id, chosen in picked.items():
+            msg = p.messages.get(chosen[1].id)
+            if msg is None:  # an arm that went live after the run was prepared: checked as the others
+                composed = compose_sendable(
+                    session, chosen, p.values, self.policy, p.at, f"run:{self.run_id}"
+                )
+                if composed.held:
+                    raise MessageBlocked(
+                        f"{HELD_FOR_REVIEW}: {p.message.script_key} v{composed.version.number}",
+                        composed.lint,
+                        composed.text,
+                        composed.version,
+                        composed.approval,
+                    )
+                msg = p.messages[chosen[1].id] = _message(p.message.script_key, composed)
+            texts[lead_id] = msg
+        return texts
+
     def conversations(self, session: Session, customers: list[str]) -> dict[str, list[KfConversation]]:
         """The customers' kf conversations; a real run locks them before it takes the ledger lock,
         in the order kf replies use (conversation, then ledger), so the two never deadlock."""
@@ -623,9 +682,11 @@ class _Planner:
     ) -> None:
         """Decide a batch; its recipients go to `sink`, else are kept in memory. Nothing is written."""
         planned: list[PlannedRecipient] = []
-        for m, d in self.decide_batch(session, batch):
+        decided = self.decide_batch(session, batch)
+        texts = self.messages_for(session, decided)
+        for m, d in decided:
             if d.channel == RecipientChannel.MASS:
-                self.tasks.assign_dry(d.sender)
+                self.tasks.assign_dry((d.sender, texts.get(m.lead_id, self.prepared.message).approval_id))
             self.counts[(d.channel, d.reason)] += 1
             planned.append(
                 PlannedRecipient(
@@ -665,7 +726,8 @@ class _Planner:
         # include every message committed by any other run, and none can be added until it commits.
         ledger.hold(session)
         decided = self.decide_batch(session, batch, conversations)
-        tasks = self._assign_tasks(session, decided)
+        texts = self.messages_for(session, decided)
+        tasks = self._assign_tasks(session, decided, texts)
         kf_rows: dict[int, Delivery] = {}
         mass: list[tuple[int, dict[str, Any]]] = []
         with session.no_autoflush:
@@ -673,7 +735,8 @@ class _Planner:
                 if d.channel == RecipientChannel.KF:
                     kf_rows[m.lead_id] = self._kf_delivery(session, m, d)
                 elif d.channel == RecipientChannel.MASS:
-                    mass.append((m.lead_id, self._mass_delivery(m, tasks[m.lead_id])))
+                    text = texts.get(m.lead_id, self.prepared.message)
+                    mass.append((m.lead_id, self._mass_delivery(m, tasks[m.lead_id], text)))
             if mass:  # bulk writes for the batch, not an ORM unit of work per row
                 rows = [row for _, row in mass]
                 # Explicit ids: the run-recipient rows name their deliveries without reading them back.
@@ -705,27 +768,33 @@ class _Planner:
         return len(kf_rows)
 
     def _assign_tasks(
-        self, session: Session, decided: list[tuple[AudienceMember, Decision]]
+        self,
+        session: Session,
+        decided: list[tuple[AudienceMember, Decision]],
+        texts: Mapping[int, Message],
     ) -> dict[int, MassTask]:
-        """Each mass recipient's task (by lead id): the sender's task being filled, or a new one when full."""
+        """Each mass recipient's task (by lead id): the task of its sender and text being filled, or a
+        new one when full (a mass-send task carries one text, so each A/B arm has its own tasks)."""
         mass = [(m, d) for m, d in decided if d.channel == RecipientChannel.MASS]
         if not mass:
             return {}
         open_tasks = self._open_tasks(session, {d.sender for _, d in mass})
-        filled = {sender: task.recipients for sender, task in open_tasks.items()}
+        filled = {key: task.recipients for key, task in open_tasks.items()}
         assigned: dict[int, MassTask] = {}
         for m, d in mass:
-            task = open_tasks.get(d.sender)
-            if task is None or filled[d.sender] >= self.tasks.maximum:
+            text = texts.get(m.lead_id, self.prepared.message)
+            key = (d.sender, text.approval_id)
+            task = open_tasks.get(key)
+            if task is None or filled[key] >= self.tasks.maximum:
                 if task is not None:
-                    task.recipients = filled[d.sender]
-                task = open_tasks[d.sender] = self._new_task(d.sender)
+                    task.recipients = filled[key]
+                task = open_tasks[key] = self._new_task(d.sender, text)
                 session.add(task)
-                filled[d.sender] = 0
-            filled[d.sender] += 1
+                filled[key] = 0
+            filled[key] += 1
             assigned[m.lead_id] = task
-        for sender, task in open_tasks.items():
-            task.recipients = filled[sender]
+        for key, task in open_tasks.items():
+            task.recipients = filled[key]
         session.flush()  # new tasks get their ids before their recipients name them
         return assigned
 
@@ -747,17 +816,18 @@ class _Planner:
             now=p.at,
             known_new=True,
             flush=False,
+            lead_id=m.lead_id,
         )
         if delivery.status in KF_COUNTED:
             conv.replies_since += 1
             conv.last_reply_at = p.at
         return delivery
 
-    def _open_tasks(self, session: Session, senders: set[str]) -> dict[str, MassTask]:
-        """The run's tasks still being filled, per sender (same text and approval as this plan)."""
+    def _open_tasks(self, session: Session, senders: set[str]) -> dict[tuple[str, int], MassTask]:
+        """The run's tasks still being filled, per sender and approved text of this plan."""
         if not senders:
             return {}
-        msg = self.prepared.message
+        texts = {m.approval_id: m.text for m in self.prepared.messages.values()}
         stmt = (
             select(MassTask)
             .where(
@@ -765,15 +835,18 @@ class _Planner:
                 MassTask.sender.in_(senders),
                 MassTask.status == MassTaskStatus.QUEUED,
                 MassTask.recipients < self.tasks.maximum,
-                MassTask.approval_id == msg.approval_id,
-                MassTask.text == msg.text,
+                MassTask.approval_id.in_(texts),
             )
             .order_by(MassTask.id)
         )
-        return {task.sender: task for task in session.scalars(stmt)}
+        return {
+            (task.sender, task.approval_id): task
+            for task in session.scalars(stmt)
+            if task.approval_id is not None and texts[task.approval_id] == task.text
+        }
 
-    def _new_task(self, sender: str) -> MassTask:
-        msg, at = self.prepared.message, self.prepared.at
+    def _new_task(self, sender: str, msg: Message) -> MassTask:
+        at = self.prepared.at
         return MassTask(
             run_id=self.run_id,
             sender=sender,
@@ -790,11 +863,11 @@ class _Planner:
             created_at=at,
         )
 
-    def _mass_delivery(self, m: AudienceMember, task: MassTask) -> dict[str, Any]:
+    def _mass_delivery(self, m: AudienceMember, task: MassTask, msg: Message) -> dict[str, Any]:
         """One customer of a mass-send task: a queued row the task (not the dispatcher) sends, ledgered."""
         assert self.run_id is not None
         return {
-            **self._mass_row,
+            **self._mass_row(msg),
             "purpose_key": purpose_key(self.run_id, m.lead_id),
             "recipient": m.external_user_id,
             "sender": task.sender,
@@ -810,10 +883,16 @@ class _Planner:
             params = self._params[task_id] = {"mass_task_id": task_id, "run_id": self.run_id}
         return params
 
-    @cached_property
-    def _mass_row(self) -> dict[str, Any]:
-        """What every mass recipient's delivery row of this run has in common."""
-        msg, at = self.prepared.message, self.prepared.at
+    def _mass_row(self, msg: Message) -> dict[str, Any]:
+        """What every mass recipient's delivery row of this run and text has in common (one object per
+        text, so the bulk writer sends its values once)."""
+        row = self._mass_rows.get(msg.approval_id)
+        if row is None:
+            row = self._mass_rows[msg.approval_id] = self._common_row(msg)
+        return row
+
+    def _common_row(self, msg: Message) -> dict[str, Any]:
+        at = self.prepared.at
         return dict(
             channel=Channel.MASS_TEMPLATE,
             script_key=msg.script_key,
@@ -831,6 +910,11 @@ class _Planner:
             # million queued recipients stays out of the dispatcher's claim scan.
             next_attempt_at=NOT_DUE,
         )
+
+
+def _variants(prepared: _Prepared) -> list[Message]:
+    """Each A/B arm's text, in the order the arms went live (empty without a test)."""
+    return list(prepared.messages.values()) if prepared.testing else []
 
 
 def _ledger_message(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -993,7 +1077,8 @@ def plan_run(
     if tasks and coordinator is not None:
         coordinator.wake(MASS_CHANNEL)
     return RunPlan(prepared.campaign_key, prepared.occurrence, run_id, RunStatus.PLANNED, None,
-                   message=prepared.message, counts=counts, tasks=tasks)  # fmt: skip
+                   message=prepared.message, counts=counts, tasks=tasks,
+                   variants=_variants(prepared))  # fmt: skip
 
 
 def dry_run_campaign(
@@ -1055,6 +1140,7 @@ def _dry(
         None,
         dry_run=True,
         message=prepared.message,
+        variants=_variants(prepared),
         counts=counts_of(planner.counts, len(planner.tasks.summaries)),
         tasks=list(planner.tasks.summaries),
         recipients=planner.recipients,

@@ -48,6 +48,7 @@ def init_app(app: Flask, services: Services) -> None:
     import bot.console.views_hookcodes
     import bot.console.views_leads
     import bot.console.views_ledger
+    import bot.console.views_previews
     import bot.console.views_review
     import bot.console.views_scripts
     import bot.console.views_users  # noqa: F401

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from flask import Blueprint, abort, current_app, g, render_template, request
 from flask_babel import get_locale
@@ -15,7 +13,15 @@ from werkzeug.exceptions import HTTPException
 from bot.config import CONSOLE_LOCALES
 from bot.console.auth import has_role, load_signed_in_user
 from bot.console.forms import KIND_LABELS, ROLE_LABELS, LogoutForm
-from bot.console.presenting import STATUS_LABELS
+from bot.console.presenting import SHANGHAI as SHANGHAI  # the views' time zone, shared here
+from bot.console.presenting import STATUS_LABELS, localtime
+from bot.console.texts import (
+    CAMPAIGN_KIND_LABELS,
+    DELIVERY_STATUS_LABELS,
+    RUN_STATUS_LABELS,
+    SKIP_LABELS,
+    timeline_line,
+)
 from models.users import Role
 
 bp = Blueprint(
@@ -27,7 +33,6 @@ bp = Blueprint(
     static_url_path="/static",
 )
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 LOCALE_NAMES = {"zh_Hans_CN": "简体中文", "en": "English"}
 
 
@@ -44,14 +49,7 @@ def _guard() -> None:
         abort(403)  # a view without a role rule is closed by default
 
 
-@bp.app_template_filter("localtime")
-def localtime(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
-    """A stored UTC time shown in Shanghai time."""
-    if value is None:
-        return "—"
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(SHANGHAI).strftime(fmt)
+bp.add_app_template_filter(localtime, "localtime")
 
 
 @bp.context_processor
@@ -66,6 +64,11 @@ def _template_globals() -> dict[str, Any]:
         "role_label": lambda role: str(ROLE_LABELS.get(role, role)),
         "status_label": lambda status: str(STATUS_LABELS.get(status, status)),
         "kind_label": lambda kind: str(KIND_LABELS.get(kind, kind)),
+        "campaign_kind_label": lambda kind: str(CAMPAIGN_KIND_LABELS.get(kind, kind)),
+        "delivery_status_label": lambda status: str(DELIVERY_STATUS_LABELS.get(status, status)),
+        "run_status_label": lambda status: str(RUN_STATUS_LABELS.get(status, status)),
+        "skip_label": lambda reason: str(SKIP_LABELS.get(reason, reason)),
+        "timeline_line": timeline_line,
     }
 
 

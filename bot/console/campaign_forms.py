@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -27,26 +27,13 @@ from wtforms.widgets import CheckboxInput, ListWidget
 from bot.campaigns import catalog
 from bot.console.blueprint import SHANGHAI
 from bot.console.forms import KIND_LABELS
-from bot.console.views_leads import STAGE_LABELS
-from models.campaigns import Campaign, CampaignKind, Course, ScheduleKind
+from bot.console.texts import CAMPAIGN_KIND_LABELS, SCHEDULE_LABELS, STAGE_LABELS, refusal
+from models.campaigns import Campaign, Course, ScheduleKind
 from models.leads import PLATFORM_NAMES
 from models.scripts import Script, ScriptVersion, VersionStatus
 
 LOCAL_FORMAT = "%Y-%m-%dT%H:%M"
 _REQUIRED = _l("This field is required.")
-
-CAMPAIGN_KIND_LABELS = {
-    CampaignKind.MORNING_REPORT: _l("Morning report"),
-    CampaignKind.COURSE_INVITE: _l("Course invitation"),
-    CampaignKind.COURSE_REMINDER: _l("Course reminder"),
-    CampaignKind.ANNOUNCEMENT: _l("Announcement"),
-}
-SCHEDULE_LABELS = {
-    ScheduleKind.TRADING_DAYS: _l("Trading days at a time"),
-    ScheduleKind.DAILY: _l("Every day at a time"),
-    ScheduleKind.ONCE: _l("Once, at a date and time"),
-    ScheduleKind.COURSE: _l("Relative to a course start"),
-}
 
 
 class CheckboxesField(SelectMultipleField):
@@ -141,10 +128,12 @@ class CampaignForm(FlaskForm):
         self.stages.data = list(audience.get("stages", []))
         self.registrants_only.data = bool(audience.get("registrants_only"))
 
-    def place(self, message: str) -> str | None:
-        """Put a catalogue refusal next to the field it is about; returns it when no field fits."""
-        head = message.split(":", 1)[0]
-        in_course = self.offset_minutes if "offset" in message else self.course_key
+    def place(self, error: Exception) -> str | None:
+        """Put a catalogue refusal next to the field its code names; returns its text when no field fits."""
+        code: str = getattr(error, "code", "")
+        params: Mapping[str, Any] = getattr(error, "params", {})
+        head = code.split(".", 1)[0]
+        in_course = self.offset_minutes if code.startswith("schedule.offset") else self.course_key
         schedule_fields: dict[str, Field] = {
             ScheduleKind.TRADING_DAYS: self.time_of_day,
             ScheduleKind.DAILY: self.time_of_day,
@@ -152,29 +141,21 @@ class CampaignForm(FlaskForm):
             ScheduleKind.COURSE: in_course,
         }
         schedule_field = schedule_fields.get(self.schedule_kind.data or "")
+        audience_fields: dict[str, Field] = {
+            "platforms": self.platforms,
+            "hook_codes": self.hook_codes,
+            "tags": self.tags,
+            "stages": self.stages,
+        }
         by_head: dict[str, Field | None] = {
             "key": self.key,
             "name": self.name,
             "kind": self.kind,
             "script": self.script_key,
             "schedule": schedule_field or self.schedule_kind,
-            "audience": self._audience_field(message),
+            "audience": audience_fields.get(str(params.get("name", "")), self.registrants_only),
         }
-        target = by_head.get(head)
-        if target is None and message.startswith("campaign ") and message.endswith(" exists"):
-            target = self.key
-        return _add_error(target, message)
-
-    def _audience_field(self, message: str) -> Field:
-        for words, target in (
-            (("platforms",), self.platforms),
-            (("hook code", "hook_codes"), self.hook_codes),
-            (("tags",), self.tags),
-            (("stages",), self.stages),
-        ):
-            if any(w in message for w in words):
-                return target
-        return self.registrants_only
+        return _add_error(by_head.get(head), refusal(error))
 
 
 class CourseForm(FlaskForm):
@@ -200,22 +181,29 @@ class CourseForm(FlaskForm):
         validators=[Optional(), NumberRange(1, catalog.MAX_OFFSET_MINUTES)],
     )
 
-    def place(self, message: str) -> str | None:
+    def place(self, error: Exception) -> str | None:
         """Put a course or campaign refusal next to the field it is about; returns it when no field fits."""
-        lowered = message.lower()
-        rules: Sequence[tuple[tuple[str, ...], Field]] = (
-            (("key:", "course '"), self.key),
-            (("title:",), self.title),
-            (("speaker:",), self.speaker_name),
-            (("sac registration",), self.speaker_sac_no),
-            (("start time",), self.starts_at),
-            (("link:",), self.link),
-            (("invite lead time", "the invite must"), self.invite_lead_minutes),
-            (("reminder time",), self.reminder_minutes),
-            (("script:", "campaign '", "schedule:", "audience:"), self.with_campaigns),
-        )
-        target = next((f for starts, f in rules if lowered.startswith(starts)), None)
-        return _add_error(target, message)
+        code: str = getattr(error, "code", "")
+        by_code: dict[str, Field | None] = {
+            "course.key_format": self.key,
+            "course.exists": self.key,
+            "course.title_length": self.title,
+            "course.speaker_length": self.speaker_name,
+            "course.sac_format": self.speaker_sac_no,
+            "course.starts_zone": self.starts_at,
+            "course.starts_passed": self.starts_at,
+            "course.link_format": self.link,
+            "course.link_domain": self.link,
+            "course.link_no_domains": self.link,
+            "course.invite_minutes": self.invite_lead_minutes,
+            "course.invite_after_reminder": self.invite_lead_minutes,
+            "course.reminder_minutes": self.reminder_minutes,
+            "author.unknown": None,
+            "author.role": None,
+        }
+        # Anything else is the catalogue refusing one of the course's campaigns.
+        target = by_code.get(code, self.with_campaigns) if code else None
+        return _add_error(target, refusal(error))
 
 
 class AttendanceForm(FlaskForm):

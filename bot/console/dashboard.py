@@ -1,7 +1,7 @@
 """Data-review queries over a date range: funnels, daily adds, script results, risk words, handoff speed.
 
-Every function runs one GROUP BY query (plus at most a fold in Python) and works on SQLite and
-PostgreSQL. Days and weeks are Shanghai days: the firm's time zone has no daylight saving, so a UTC
+Every function runs one GROUP BY query (plus at most a small lookup and a fold in Python) and works on
+SQLite and PostgreSQL. Days and weeks are Shanghai days: the firm's time zone has no daylight saving, so a UTC
 time plus eight hours gives its Shanghai calendar day.
 """
 
@@ -28,20 +28,19 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from bot.kf.risk import weekly_frequency
-from bot.leads.scoring import CUSTOMER_MESSAGE_KINDS
 from bot.leads.stages import Stage
 from models.audit import AuditEntry
 from models.campaigns import CourseRegistration
-from models.deliveries import Channel, Delivery, DeliveryStatus
 from models.handoff import Handoff, HandoffStatus
-from models.inbox import InboundEvent
 from models.leads import Lead
 from models.scoring import StageChange
+from models.scripts import Script, ScriptVersion
+from models.variants import ScriptVariant
+from scripts_library.performance import script_performance
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 SHANGHAI_OFFSET_HOURS = 8
 MAX_RANGE_DAYS = 366
-REPLY_WINDOW_MINUTES = 48 * 60  # a customer message this soon after a delivery counts as a reply
 
 FUNNEL_STEPS = ("added", "engaged", "subscribed", "registered", "qualified", "accepted", "converted")
 
@@ -55,7 +54,6 @@ _STAGE_RANK = {
     Stage.ACCEPTED: 3,
     Stage.CONVERTED: 4,
 }
-_QUALIFIED_OR_LATER = tuple(stage.value for stage, rank in _STAGE_RANK.items() if rank >= 2)
 
 
 class RangeError(ValueError):
@@ -142,6 +140,8 @@ class ScriptResult:
 
     script_key: str
     version: int
+    variant: str  # A/B arms the version was, e.g. "#1 B"; "" if it never was one
+    sent: int
     delivered: int
     replied: int
     registered: int
@@ -275,52 +275,38 @@ def daily_adds(session: Session, period: DateRange) -> list[DailyAdds]:
 
 
 def script_results(session: Session, period: DateRange) -> list[ScriptResult]:
-    """Per script key and version, messages to customers sent in the range and what followed them.
+    """Per script key and version (A/B variants included), customer messages of the range and what followed.
 
-    delivered: sent messages. replied: sent messages whose recipient wrote to us within 48 hours
-    after. registered / qualified: sent messages whose recipient later (before the range ends)
-    registered for a course / reached the qualified stage or beyond. One customer who got several
-    messages counts under each of them.
+    sent: messages created in the range that passed the compliance gate and were queued for WeCom.
+    delivered: those WeCom accepted. replied: delivered messages whose recipient wrote to us within 48
+    hours after. registered / qualified: delivered messages whose recipient later (before the range
+    ends) registered for a course / reached the qualified stage or beyond. One customer who got several
+    messages counts under each of them. A version that was an arm of an A/B test names its test and arm.
     """
-    sent = Delivery.sent_at
-    replied = exists().where(
-        InboundEvent.subject == Delivery.recipient,
-        InboundEvent.kind.in_(CUSTOMER_MESSAGE_KINDS),
-        InboundEvent.received_at > sent,
-        _minutes_between(session, InboundEvent.received_at, sent) <= REPLY_WINDOW_MINUTES,
-    )
-    registered = exists().where(
-        Lead.external_user_id == Delivery.recipient,
-        CourseRegistration.lead_id == Lead.id,
-        CourseRegistration.registered_at > sent,
-        CourseRegistration.registered_at < period.utc_end,
-    )
-    qualified = exists().where(
-        Lead.external_user_id == Delivery.recipient,
-        StageChange.lead_id == Lead.id,
-        StageChange.to_stage.in_(_QUALIFIED_OR_LATER),
-        StageChange.at > sent,
-        StageChange.at < period.utc_end,
-    )
-    stmt = (
-        select(
-            Delivery.script_key,
-            Delivery.script_version,
-            func.count(Delivery.id),
-            _count_if(replied),
-            _count_if(registered),
-            _count_if(qualified),
+    rows = script_performance(session, period.utc_start, period.utc_end)
+    arms: dict[tuple[str, int], list[str]] = {}
+    if rows:
+        stmt = (
+            select(Script.key, ScriptVersion.number, ScriptVariant.experiment_id, ScriptVariant.label)
+            .join(ScriptVersion, ScriptVersion.id == ScriptVariant.version_id)
+            .join(Script, Script.id == ScriptVersion.script_id)
+            .where(Script.key.in_({r.script_key for r in rows}))
+            .order_by(ScriptVariant.experiment_id)
         )
-        .where(
-            Delivery.status == DeliveryStatus.SENT,
-            Delivery.channel != Channel.APP_MESSAGE,  # messages to staff have no customer to follow
-            _in_range(sent, period),
-        )
-        .group_by(Delivery.script_key, Delivery.script_version)
-        .order_by(Delivery.script_key, Delivery.script_version)
-    )
+        for key, number, experiment, arm in session.execute(stmt):
+            arms.setdefault((str(key), int(number)), []).append(f"#{experiment} {arm}")
     return [
-        ScriptResult(str(k), int(v), *(int(n) for n in counts)) for k, v, *counts in session.execute(stmt)
+        ScriptResult(
+            r.script_key,
+            r.version,
+            ", ".join(arms.get((r.script_key, r.version), [])),
+            r.sent,
+            r.delivered,
+            r.replied,
+            r.registered,
+            r.qualified,
+        )
+        for r in rows
     ]
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from bot.config import ScoringSettings
 from bot.console.presenting import Page
 from bot.leads.masking import mask
-from bot.leads.scoring import Score, compute
+from bot.leads.scoring import Score, ScoreItem, compute
 from bot.leads.scoring import score as lead_score
 from bot.leads.stages import Stage
 from bot.leads.timeline import TimelineItem, timeline
@@ -385,6 +385,8 @@ class HandoffRow:
     reason: str
     note: str
     channel: str = field(default="")
+    note_code: str = ""  # the bot's own note by code (the console words it), else "" for free text
+    note_params: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _handoff_row(
@@ -407,6 +409,8 @@ def _handoff_row(
         reason=viewer.summary(handoff.reason, [lead.external_user_id]),
         note=viewer.summary(handoff.note, [lead.external_user_id]),
         channel=channel,
+        note_code=handoff.note_code or "",
+        note_params=_masked_params(handoff.note_params, viewer, lead.external_user_id),
     )
 
 
@@ -450,7 +454,7 @@ class LeadRecord:
     subscribed: bool
     reachable: bool
     score: Score
-    explanation: list[str]
+    explanation: list[ScoreItem]  # biggest contribution first
     stages: list[StageRow]
     handoffs: list[HandoffRow]
     timeline: list[TimelineItem]
@@ -476,10 +480,7 @@ def lead_record(
         )
     ]
     ext = lead.external_user_id
-    items = [
-        TimelineItem(item.at, item.kind, viewer.summary(item.summary, [ext]))
-        for item in timeline(session, ext)
-    ]
+    items = [_masked_item(item, viewer, ext) for item in timeline(session, ext)]
     holder = next((h.manager_userid for h in handoffs if h.state not in _ENDED_STATES), "")
     row = LeadRow(
         id=lead.id,
@@ -500,11 +501,21 @@ def lead_record(
         subscribed=lead.subscribed,
         reachable=lead.reachable,
         score=current,
-        explanation=current.explain(),
+        explanation=current.ranked(),
         stages=[_masked_change(change, viewer, ext) for change in stages],
         handoffs=handoffs,
         timeline=items,
     )
+
+
+def _masked_item(item: TimelineItem, viewer: Viewer, ext: str) -> TimelineItem:
+    """A timeline entry with every text value masked for the viewer (numbers and dates stay)."""
+    return TimelineItem(item.at, item.kind, item.code, _masked_params(item.params, viewer, ext))
+
+
+def _masked_params(params: Mapping[str, Any] | None, viewer: Viewer, ext: str) -> dict[str, Any]:
+    """The values a coded text mentions, every text among them masked for the viewer."""
+    return {k: viewer.summary(v, [ext]) if isinstance(v, str) else v for k, v in (params or {}).items()}
 
 
 _ENDED_STATES = frozenset({SlaState.DECLINED, SlaState.TIMED_OUT, SlaState.CLOSED, SlaState.CANCELLED})
@@ -519,6 +530,8 @@ class StageRow:
     at: datetime
     actor: str
     reason: str
+    reason_code: str = ""  # the bot's own reason by code (the console words it), else "" for free text
+    reason_params: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _masked_change(change: StageChange, viewer: Viewer, ext: str) -> StageRow:
@@ -528,4 +541,6 @@ def _masked_change(change: StageChange, viewer: Viewer, ext: str) -> StageRow:
         at=change.at,
         actor=change.actor,
         reason=viewer.summary(change.reason, [ext]),
+        reason_code=change.reason_code or "",
+        reason_params=_masked_params(change.reason_params, viewer, ext),
     )

@@ -6,8 +6,10 @@ import difflib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Any, Generic, TypeVar
+from zoneinfo import ZoneInfo
 
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import Select, func, select
@@ -17,6 +19,7 @@ from models.scripts import VersionStatus
 from scripts_library.compliance import Finding
 
 T = TypeVar("T")
+SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 CATEGORY_LABELS = {
     "C1": _l("Promised returns or principal"),
@@ -44,6 +47,15 @@ STATUS_LABELS = {
 }
 
 _SEVERITY_RANK = {"warn": 1, "block": 2}
+
+
+def localtime(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """A stored UTC time shown in Shanghai time."""
+    if value is None:
+        return "—"
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(SHANGHAI).strftime(fmt)
 
 
 def category_label(category: str) -> str:
@@ -183,3 +195,9 @@ def paginate(session: Session, stmt: Select[Any], number: int, size: int) -> Pag
     total = session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
     items = list(session.scalars(stmt.limit(size).offset((number - 1) * size)))
     return Page(items, number, size, total)
+
+
+def slice_page(items: Sequence[T], number: int, size: int) -> Page[T]:
+    """One page of a list already in memory."""
+    start = (number - 1) * size
+    return Page(list(items[start : start + size]), number, size, len(items))

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from datetime import datetime
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
@@ -16,19 +15,18 @@ from werkzeug.wrappers import Response
 
 from bot.campaigns import audience as aud
 from bot.campaigns import catalog, controls, courses
-from bot.campaigns.planner import SKIP_DESCRIPTIONS, PlanError, RunPlan, dry_run_campaign, load_plan
+from bot.campaigns.planner import load_plan
 from bot.console.auth import current_user, roles_required, services
 from bot.console.blueprint import SHANGHAI, bp
 from bot.console.campaign_forms import AttendanceForm, CampaignForm, CourseForm
 from bot.console.forms import ReasonForm
-from bot.console.presenting import Page, page_number, paginate
+from bot.console.presenting import Page, page_number, paginate, slice_page
+from bot.console.texts import refusal, row_problem, schedule_text
 from bot.leads.masking import mask
 from models.base import utcnow
 from models.campaigns import Campaign, CampaignRun, CampaignStatus, Course, RunRecipient
 from models.deliveries import Delivery
 from models.users import Role
-
-T = TypeVar("T")
 
 VIEWERS = (Role.ADMIN, Role.OPERATOR, Role.COMPLIANCE)
 AUTHORS = (Role.ADMIN, Role.OPERATOR)  # the roles the catalogue lets create and change campaigns
@@ -51,12 +49,6 @@ def visible(text: str) -> str:
     return text if current_user().role in FULL_VIEW else mask(text)
 
 
-def _slice(items: Sequence[T], number: int, size: int) -> Page[T]:
-    """One page of a list already in memory."""
-    start = (number - 1) * size
-    return Page(list(items[start : start + size]), number, size, len(items))
-
-
 def _switch_context() -> dict[str, Any]:
     """The kill switch as every campaign page shows it, with its form."""
     with services().db.read() as session:
@@ -72,8 +64,8 @@ def campaigns() -> str:
     chosen = status if status in set(CampaignStatus) else None
     with services().db.read() as session:
         found = catalog.list_campaigns(session, chosen)
-        page = _slice(found, page_number(request.args.get("page")), services().settings.console.page_size)
-        rows = [{"campaign": c, "schedule": catalog.describe_schedule(session, c)} for c in page.items]
+        page = slice_page(found, page_number(request.args.get("page")), services().settings.console.page_size)
+        rows = [{"campaign": c, "schedule": _schedule(session, c)} for c in page.items]
     return render_template(
         "console/campaigns.html",
         rows=rows,
@@ -91,12 +83,18 @@ def _campaign_or_404(session: Session, key: str) -> Campaign:
         abort(404)
 
 
+def _schedule(session: Session, campaign: Campaign) -> str:
+    """When the campaign runs, in the reader's language."""
+    course = session.get(Course, campaign.course_id) if campaign.course_id is not None else None
+    return schedule_text(campaign, course)
+
+
 def _audience_size(session: Session, campaign: Campaign) -> tuple[int | None, str]:
     """How many leads the campaign reaches now, or why its filter cannot be applied."""
     try:
         return aud.count(session, aud.AudienceFilter.for_campaign(campaign)), ""
     except aud.AudienceError as exc:
-        return None, str(exc)
+        return None, refusal(exc)
 
 
 def _delivery_outcomes(session: Session, run_ids: list[int]) -> dict[int, dict[str, dict[str, int]]]:
@@ -131,42 +129,20 @@ def _run_history(session: Session, campaign: Campaign, number: int) -> tuple[Pag
     return page, history
 
 
-def _preview_time(raw: str) -> tuple[datetime | None, str]:
-    """The occurrence to preview (Shanghai wall-clock from the form) or why it is unusable."""
-    if not raw:
-        return None, ""
-    try:
-        return datetime.strptime(raw, PREVIEW_FORMAT).replace(tzinfo=SHANGHAI), ""
-    except ValueError:
-        return None, _("Write the time as YYYY-MM-DDTHH:MM (Shanghai time).")
-
-
-def _preview(key: str, occurrence: datetime) -> RunPlan | None:
-    """The dry run of one occurrence: exactly what the planner would send, to whom and why not."""
-    try:
-        return dry_run_campaign(services().db, services().settings, key, occurrence)
-    except PlanError:
-        return None
-
-
 @bp.route("/campaigns/<key>")
 @roles_required(*VIEWERS)
-def campaign_detail(key: str) -> tuple[str, int]:
-    """A campaign: schedule, audience size, optional dry-run preview, run history and its controls."""
+def campaign_detail(key: str) -> str:
+    """A campaign: schedule, audience size, its dry-run previews, run history and its controls."""
+    from bot.console.views_previews import preview_panel  # builds on this module
+
     raw_at = request.args.get("at", "").strip()
-    occurrence, at_error = _preview_time(raw_at)
     with services().db.read() as session:
         campaign = _campaign_or_404(session, key)
-        schedule = catalog.describe_schedule(session, campaign)
+        schedule = _schedule(session, campaign)
         audience_size, audience_error = _audience_size(session, campaign)
         runs_page, history = _run_history(session, campaign, page_number(request.args.get("page")))
-    plan = _preview(key, occurrence) if occurrence is not None else None
-    recipients = None
-    if plan is not None:
-        recipients = _slice(
-            plan.recipients, page_number(request.args.get("rpage")), services().settings.console.page_size
-        )
-    page = render_template(
+        panel = preview_panel(session, campaign)
+    return render_template(
         "console/campaign.html",
         campaign=campaign,
         schedule=schedule,
@@ -175,17 +151,13 @@ def campaign_detail(key: str) -> tuple[str, int]:
         runs_page=runs_page,
         history=history,
         at=raw_at or utcnow().astimezone(SHANGHAI).strftime(PREVIEW_FORMAT),
-        at_error=at_error,
-        plan=plan,
-        recipients=recipients,
         visible=visible,
-        skip_descriptions=SKIP_DESCRIPTIONS,
         channel_labels=CHANNEL_LABELS,
         statuses=CAMPAIGN_STATUS_LABELS,
         status_form=ReasonForm(),
+        **panel,
         **_switch_context(),
     )
-    return page, 400 if at_error else 200
 
 
 def _change_status(key: str, change: Callable[..., Campaign], done: str) -> Response:
@@ -198,7 +170,7 @@ def _change_status(key: str, change: Callable[..., Campaign], done: str) -> Resp
         with services().db.transaction() as session:
             change(session, key, current_user().username, form.reason.data or "")
     except catalog.CampaignError as exc:
-        flash(_("Not changed: %(reason)s", reason=str(exc)), "error")
+        flash(_("Not changed: %(reason)s", reason=refusal(exc)), "error")
     else:
         flash(done, "success")
     return redirect(url_for("console.campaign_detail", key=key))
@@ -236,7 +208,7 @@ def _set_switch(stop: bool) -> Response:
             change = controls.stop_sending if stop else controls.resume_sending
             state = change(session, current_user().username, form.reason.data or "")
     except controls.ControlError as exc:
-        flash(_("Not changed: %(reason)s", reason=str(exc)), "error")
+        flash(_("Not changed: %(reason)s", reason=refusal(exc)), "error")
     else:
         if not state.changed:
             flash(_("Nothing changed: sending was already in that state."), "warning")
@@ -294,7 +266,7 @@ def _save_campaign(form: CampaignForm, save: Callable[[Session], object]) -> lis
         with services().db.transaction() as session:
             save(session)
     except catalog.CampaignError as exc:
-        return [m for m in [form.place(str(exc))] if m]
+        return [m for m in [form.place(exc)] if m]
     return None
 
 
@@ -393,7 +365,7 @@ def course_new() -> tuple[str, int] | Response:
                         reminder_minutes=form.reminder_minutes.data or catalog.DEFAULT_REMINDER_MINUTES,
                     )
         except (courses.CourseError, catalog.CampaignError) as exc:
-            general = [m for m in [form.place(str(exc))] if m]
+            general = [m for m in [form.place(exc)] if m]
         else:
             flash(_("Course %(key)s created.", key=form.key.data), "success")
             return redirect(url_for("console.courses_list"))
@@ -432,7 +404,7 @@ def course_attendance(key: str) -> tuple[str, int]:
                     session, courses.get_course(session, key), text, current_user().username
                 )
         except courses.CourseError as exc:
-            error = str(exc)
+            error = refusal(exc)
     status = 400 if request.method == "POST" and report is None else 200
     page = render_template(
         "console/course_attendance.html",
@@ -441,5 +413,6 @@ def course_attendance(key: str) -> tuple[str, int]:
         report=report,
         error=error,
         visible=visible,
+        problem_text=lambda problem: row_problem(problem, visible),
     )
     return page, status

@@ -87,13 +87,18 @@ def _scripts_table(rows: list[dash.ScriptResult]) -> Table:
     columns = [
         _("Script"),
         _("Version"),
+        _("A/B variant"),
+        _("Sent"),
         _("Delivered"),
         _("Replied within 48 h"),
         _("Registered"),
         _("Qualified"),
     ]
-    cells = [[r.script_key, r.version, r.delivered, r.replied, r.registered, r.qualified] for r in rows]
-    return Table("scripts", _("Script and version results"), columns, cells)
+    cells = [
+        [r.script_key, r.version, r.variant, r.sent, r.delivered, r.replied, r.registered, r.qualified]
+        for r in rows
+    ]
+    return Table("scripts", _("Script and variant performance"), columns, cells)
 
 
 def _risk_table(rows: list[dash.WeeklyRisk]) -> Table:
@@ -191,7 +196,7 @@ def _charts(tables: dict[str, Table], period: dash.DateRange) -> dict[str, dict[
         "funnel_platform": _chart_funnel(tables["funnel_platform"], steps_from=1),
         "funnel_code": _chart_funnel(tables["funnel_code"], steps_from=2),
         "adds_per_day": _chart_daily(tables["adds_per_day"], period),
-        "scripts": _chart_columns([f"{r[0]} v{r[1]}" for r in scripts.rows], scripts, (2, 3, 4, 5)),
+        "scripts": _chart_columns([f"{r[0]} v{r[1]}" for r in scripts.rows], scripts, (3, 4, 5, 6, 7)),
         "risk_words": _chart_risk(tables["risk_words"]),
         "handoffs": _chart_columns([str(r[0]) for r in handoffs.rows], handoffs, (4, 5)),
     }

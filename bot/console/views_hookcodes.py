@@ -19,6 +19,7 @@ from bot.console import dashboard as dash
 from bot.console.auth import current_user, roles_required, services
 from bot.console.blueprint import SHANGHAI, bp
 from bot.console.forms import ActionForm
+from bot.console.texts import refusal
 from bot.leads import hookcodes as hc
 from bot.wecom.errors import WeComAPIError
 from models.base import utcnow
@@ -143,7 +144,14 @@ def _create(form: HookCodeForm) -> str | None:
                 (form.keyword.data or "").strip() or None,
             )
     except hc.HookCodeError as exc:
-        form.code.errors = [*form.code.errors, str(exc)]
+        fields = {
+            "hookcode.platform": form.platform,
+            "hookcode.members": form.members,
+            "hookcode.keyword_length": form.keyword,
+            "hookcode.keyword_taken": form.keyword,
+        }
+        field = fields.get(exc.code, form.code)
+        field.errors = [*field.errors, refusal(exc)]
         return None
     if _provision(code, (form.open_kfid.data or "").strip()):
         flash(_("Hook code %(code)s is ready. Put its QR code or link on the profile.", code=code), "success")

@@ -8,23 +8,11 @@ from flask_babel import lazy_gettext as _l
 from bot.console import leads as q
 from bot.console.auth import current_user, roles_required, services
 from bot.console.blueprint import bp
-from bot.console.presenting import page_number
+from bot.console.presenting import page_number, slice_page
+from bot.console.texts import STAGE_LABELS, handoff_note, score_reason, stage_reason
 from bot.handoff.managers import list_managers
-from bot.leads.stages import Stage
 from models.base import utcnow
 from models.leads import PLATFORM_NAMES
-
-STAGE_LABELS = {
-    Stage.NEW: _l("New"),
-    Stage.ENGAGED: _l("Engaged"),
-    Stage.NURTURED: _l("Nurtured"),
-    Stage.QUALIFIED: _l("Qualified"),
-    Stage.HANDED_OFF: _l("Handed off"),
-    Stage.ACCEPTED: _l("Accepted"),
-    Stage.CONVERTED: _l("Converted"),
-    Stage.LOST: _l("Lost"),
-    Stage.OPTED_OUT: _l("Opted out"),
-}
 
 SLA_LABELS = {
     q.SlaState.OFFERED: _l("Offered"),
@@ -46,6 +34,7 @@ TIMELINE_LABELS = {
     "score": _l("Score"),
     "stage": _l("Stage"),
     "handoff": _l("Handoff"),
+    "variant": _l("A/B variant"),
     "outbound": _l("Message sent"),
     "audit": _l("Audit"),
 }
@@ -72,6 +61,9 @@ def _label_globals() -> dict[str, object]:
         "platform_names": _platforms(),
         "stage_labels": {str(k): v for k, v in STAGE_LABELS.items()},
         "sla_labels": SLA_LABELS,
+        "stage_reason": stage_reason,
+        "handoff_note": handoff_note,
+        "score_reason": score_reason,
     }
 
 
@@ -120,9 +112,11 @@ def lead_detail(lead_id: int) -> str:
         if lead is None:
             abort(404)  # also for leads a manager does not hold: their existence is not disclosed
         record = q.lead_record(session, lead, viewer, settings=svc.settings.scoring, now=utcnow())
+    number = page_number(request.args.get("tpage"))
     return render_template(
         "console/lead.html",
         record=record,
+        timeline=slice_page(record.timeline, number, svc.settings.console.page_size),
         viewer=viewer,
         timeline_labels=TIMELINE_LABELS,
         **_label_globals(),

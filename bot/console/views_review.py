@@ -15,7 +15,7 @@ from bot.delivery import review
 from models.deliveries import Delivery, DeliveryStatus
 from models.scripts import Script, ScriptVersion, VersionStatus
 from models.users import Role
-from scripts_library.catalogue import WorkflowError
+from scripts_library.catalogue import PermissionDenied, WorkflowError
 from scripts_library.compliance import lint
 from scripts_library.rendering import KIND_VARIABLES
 
@@ -61,6 +61,17 @@ def review_queue() -> str:
     )
 
 
+def _held_refusal(exc: WorkflowError, delivery_id: int) -> str:
+    """Why a held message could not be released or discarded, in the reader's language.
+
+    The view already requires a compliance reviewer and a reason, so the review service refuses only
+    a message that is no longer held, or an account that lost its role meanwhile.
+    """
+    if isinstance(exc, PermissionDenied):
+        return _("only an active compliance reviewer may do this")
+    return _("message %(id)d is no longer held for review; someone else has dealt with it", id=delivery_id)
+
+
 @bp.route("/review/held/<int:delivery_id>/release", methods=["POST"])
 @roles_required(Role.COMPLIANCE)
 def held_release(delivery_id: int) -> Response:
@@ -71,7 +82,7 @@ def held_release(delivery_id: int) -> Response:
                 row = review.release(session, delivery_id, current_user().username)
                 status = row.status
         except WorkflowError as exc:
-            flash(_("Not released: %(reason)s", reason=str(exc)), "error")
+            flash(_("Not released: %(reason)s", reason=_held_refusal(exc, delivery_id)), "error")
         else:
             if status == DeliveryStatus.EXPIRED:
                 flash(
@@ -95,7 +106,7 @@ def held_discard(delivery_id: int) -> Response:
         with services().db.transaction() as session:
             review.discard(session, delivery_id, current_user().username, form.reason.data or "")
     except WorkflowError as exc:
-        flash(_("Not discarded: %(reason)s", reason=str(exc)), "error")
+        flash(_("Not discarded: %(reason)s", reason=_held_refusal(exc, delivery_id)), "error")
     else:
         flash(_("Message %(id)d discarded.", id=delivery_id), "success")
     return redirect(url_for("console.review_queue"))

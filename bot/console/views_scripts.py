@@ -1,7 +1,8 @@
-"""Script library pages: list, create, edit with live lint, versions with diff, submit, approve, reject."""
+"""Script library pages: list, create, edit with live lint, versions with diff, review, A/B tests."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -15,9 +16,11 @@ from bot.console.auth import AUTHORS, current_user, lint_policy, roles_required,
 from bot.console.blueprint import SHANGHAI, bp
 from bot.console.forms import KIND_LABELS, ActionForm, ApproveForm, DraftForm, NewScriptForm, ReasonForm
 from bot.console.presenting import diff_rows, finding_view, highlight, page_number, paginate
+from bot.console.variant_forms import VariantApproveForm, WeightForm
 from models.scripts import Approval, Script, ScriptKind, ScriptVersion, VersionStatus
 from models.users import Role
 from scripts_library import catalogue as cat
+from scripts_library import experiments, variants
 from scripts_library.rendering import KIND_VARIABLES, RenderError, TemplateError
 
 MAX_BODY = 4000
@@ -134,12 +137,21 @@ def script_detail(key: str) -> str:
             .order_by(Approval.decided_at.desc(), Approval.id.desc())
         ).all()
         approved = _approved_version(session, script)
+        tests = variants.report(session, key)
+    running = next((t for t in tests if t.experiment.status == "running"), None)
+    live_arms = [a for a in (running.arms if running else []) if a.variant.status == "live"]
+    running_versions = ", ".join(f"v{a.version.number} ({a.variant.label})" for a in live_arms)
     return render_template(
         "console/script_detail.html",
         script=script,
         versions=versions,
         decisions=decisions,
         approved=approved,
+        tests=tests,
+        running=running,
+        running_versions=running_versions,
+        action_form=ActionForm(),
+        weight_form=WeightForm(),
     )
 
 
@@ -213,6 +225,7 @@ def version_detail(key: str, number: int) -> str:
         newest = session.scalar(
             select(func.max(ScriptVersion.number)).where(ScriptVersion.script_id == script.id)
         )
+        arm = experiments.live_variant(session, version.id)
     compare = approved if approved is not None and approved.id != version.id else None
     return render_template(
         "console/version.html",
@@ -223,8 +236,10 @@ def version_detail(key: str, number: int) -> str:
         diff=diff_rows(compare.body, version.body) if compare is not None else [],
         decisions=decisions,
         newest=newest,
+        arm=arm,
         action_form=ActionForm(),
         approve_form=ApproveForm(),
+        variant_form=VariantApproveForm(prefix="variant"),
         reject_form=ReasonForm(),
     )
 
@@ -298,3 +313,105 @@ def version_reject(key: str, number: int) -> Response:
     else:
         flash(_("v%(n)d rejected.", n=number), "success")
     return _back(key, number)
+
+
+def _back_to_script(key: str) -> Response:
+    return redirect(url_for("console.script_detail", key=key, _anchor="ab-tests"))
+
+
+def _flash_form_errors(form: Any) -> None:
+    for errors in form.errors.values():
+        for error in errors:
+            flash(str(error), "error")
+
+
+@bp.route("/scripts/<key>/v/<int:number>/approve-variant", methods=["POST"])
+@roles_required(Role.COMPLIANCE)
+def version_approve_variant(key: str, number: int) -> Response:
+    """Approve a submitted version as a live A/B variant next to the version in use (same checks)."""
+    form = VariantApproveForm(prefix="variant")
+    if not form.validate_on_submit():
+        _flash_form_errors(form)
+        return _back(key, number)
+    weight = form.weight.data
+    assert weight is not None
+    try:
+        with services().db.transaction() as session:
+            cat.approve(
+                session,
+                key,
+                number,
+                current_user().username,
+                lint_policy(),
+                valid_from=_utc(form.valid_from.data),
+                valid_until=_utc(form.valid_until.data),
+                reason=form.reason.data or "",
+                as_variant=True,
+                weight=weight,
+            )
+    except cat.WorkflowError as exc:
+        flash(_("Not approved: %(reason)s", reason=str(exc)), "error")
+    else:
+        flash(_("v%(n)d approved as an A/B variant with weight %(w)d.", n=number, w=weight), "success")
+    return _back(key, number)
+
+
+@bp.route("/scripts/<key>/v/<int:number>/weight", methods=["POST"])
+@roles_required(*AUTHORS, Role.COMPLIANCE)
+def variant_weight(key: str, number: int) -> Response:
+    """Change a live variant's share of new leads; leads already assigned keep their variant."""
+    form = WeightForm()
+    if not form.validate_on_submit():
+        _flash_form_errors(form)
+        return _back_to_script(key)
+    weight = form.weight.data
+    assert weight is not None
+    try:
+        with services().db.transaction() as session:
+            variants.set_weight(session, key, number, weight, current_user().username)
+    except cat.WorkflowError as exc:
+        flash(_("Weight not changed: %(reason)s", reason=str(exc)), "error")
+    else:
+        flash(_("v%(n)d now has weight %(w)d.", n=number, w=weight), "success")
+    return _back_to_script(key)
+
+
+@bp.route("/scripts/<key>/v/<int:number>/promote", methods=["POST"])
+@roles_required(*AUTHORS, Role.COMPLIANCE)
+def variant_promote(key: str, number: int) -> Response:
+    """End the A/B test with this variant as the version in use; the other variants are superseded."""
+    return _variant_action(
+        key,
+        number,
+        variants.promote,
+        _("v%(n)d promoted: the A/B test has ended.", n=number),
+        lambda reason: _("Not promoted: %(reason)s", reason=reason),
+    )
+
+
+@bp.route("/scripts/<key>/v/<int:number>/retire-variant", methods=["POST"])
+@roles_required(*AUTHORS, Role.COMPLIANCE)
+def variant_retire(key: str, number: int) -> Response:
+    """Withdraw one live variant; its leads get one of the others, and one left ends the test."""
+    return _variant_action(
+        key,
+        number,
+        variants.retire_variant,
+        _("v%(n)d retired from the A/B test.", n=number),
+        lambda reason: _("Not retired: %(reason)s", reason=reason),
+    )
+
+
+def _variant_action(
+    key: str, number: int, change: Callable[..., object], done: str, refused: Callable[[str], str]
+) -> Response:
+    """Apply one A/B-test change from a posted form; the catalogue's refusal is flashed as is."""
+    if ActionForm().validate_on_submit():
+        try:
+            with services().db.transaction() as session:
+                change(session, key, number, current_user().username)
+        except cat.WorkflowError as exc:
+            flash(refused(str(exc)), "error")
+        else:
+            flash(done, "success")
+    return _back_to_script(key)

@@ -12,6 +12,7 @@ from bot.console.auth import current_user, roles_required, services
 from bot.console.blueprint import bp
 from bot.console.forms import ROLE_LABELS, ActionForm, NewUserForm
 from bot.console.presenting import page_number, paginate
+from bot.console.texts import refusal
 from models.base import utcnow
 from models.users import Role, User
 
@@ -43,7 +44,9 @@ def users() -> str | Response:
                     actor=current_user().username,
                 )
         except AccountError as exc:
-            form.username.errors = [*form.username.errors, str(exc)]
+            fields = {"account.role": form.role, "account.password": form.password}
+            field = fields.get(exc.code, form.username)
+            field.errors = [*field.errors, refusal(exc)]
         else:
             flash(_("Account %(name)s created.", name=form.username.data), "success")
             return redirect(url_for("console.users"))
@@ -60,7 +63,7 @@ def _account_action(username: str, action: str) -> Response:
                 else:
                     set_active(session, username, action == "enable", actor)
         except AccountError as exc:
-            flash(str(exc), "error")
+            flash(refusal(exc), "error")
         else:
             flash(_("Account %(name)s updated.", name=username), "success")
     return redirect(url_for("console.users"))

@@ -50,6 +50,17 @@ class Coordinator(ABC):
     def take_token(self, bucket: str, rate_per_s: float, capacity: int) -> float:
         """Take one token from a shared token bucket; return 0 when granted, else seconds to wait."""
 
+    def take_tokens(self, bucket: str, rate_per_s: float, capacity: int, count: int) -> tuple[int, float]:
+        """Take up to `count` tokens at once; return how many were granted and, if fewer, seconds to wait.
+
+        This default takes them one by one; the implementations take a batch atomically.
+        """
+        for granted in range(count):
+            wait = self.take_token(bucket, rate_per_s, capacity)
+            if wait > 0:
+                return granted, wait
+        return count, 0.0
+
     @abstractmethod
     def cache_get(self, key: str) -> str | None:
         """Return a cached string value, or None."""

@@ -114,6 +114,16 @@ class MemoryCoordinator(Coordinator):
             self._buckets[bucket] = (tokens, now)
             return (1.0 - tokens) / rate_per_s
 
+    def take_tokens(self, bucket: str, rate_per_s: float, capacity: int, count: int) -> tuple[int, float]:
+        with self._mutex:
+            now = time.monotonic()
+            tokens, updated = self._buckets.get(bucket, (float(capacity), now))
+            tokens = min(float(capacity), tokens + (now - updated) * rate_per_s)
+            granted = max(0, min(count, int(tokens)))
+            tokens -= granted
+            self._buckets[bucket] = (tokens, now)
+            return granted, 0.0 if granted == count else (1.0 - tokens) / rate_per_s
+
     def cache_get(self, key: str) -> str | None:
         with self._mutex:
             item = self._cache.get(key)

@@ -25,6 +25,24 @@ redis.call('HSET', KEYS[1], 't', tokens, 'u', now)
 redis.call('PEXPIRE', KEYS[1], math.ceil(capacity / rate * 1000) + 1000)
 return wait
 """
+# The same bucket, taking up to ARGV[4] tokens in one call (a batch of sends). Returns {granted, wait ms}.
+_TOKEN_BUCKET_N = """
+local rate = tonumber(ARGV[1])
+local capacity = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+local want = tonumber(ARGV[4])
+local state = redis.call('HMGET', KEYS[1], 't', 'u')
+local tokens = tonumber(state[1]) or capacity
+local updated = tonumber(state[2]) or now
+tokens = math.min(capacity, tokens + (now - updated) * rate)
+local granted = math.min(want, math.floor(tokens))
+tokens = tokens - granted
+local wait = 0
+if granted < want then wait = math.ceil((1 - tokens) / rate * 1000) end
+redis.call('HSET', KEYS[1], 't', tokens, 'u', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil(capacity / rate * 1000) + 1000)
+return {granted, wait}
+"""
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
@@ -65,6 +83,7 @@ class RedisCoordinator(Coordinator):
         )
         self._ns = namespace
         self._bucket = self._client.register_script(_TOKEN_BUCKET)
+        self._bucket_n = self._client.register_script(_TOKEN_BUCKET_N)
         self._pubsubs: dict[str, Any] = {}
 
     def _key(self, *parts: str) -> str:
@@ -113,6 +132,12 @@ class RedisCoordinator(Coordinator):
             self._bucket(keys=[self._key("bucket", bucket)], args=[rate_per_s, capacity, time.time()])
         )
         return wait_ms / 1000.0
+
+    def take_tokens(self, bucket: str, rate_per_s: float, capacity: int, count: int) -> tuple[int, float]:
+        granted, wait_ms = self._bucket_n(
+            keys=[self._key("bucket", bucket)], args=[rate_per_s, capacity, time.time(), count]
+        )
+        return int(granted), int(wait_ms) / 1000.0
 
     def cache_get(self, key: str) -> str | None:
         value = self._client.get(self._key("cache", key))

@@ -42,6 +42,8 @@ MEMBER_RATE_PER_S = 20 / 60
 MEMBER_BURST = 20
 MAX_TRANSIENT_ATTEMPTS = 5
 FINISH_BATCH = 100  # outcomes recorded per transaction by the finisher
+# Pauses between attempts to record a batch of outcomes; far shorter than a lease.
+FINISH_RETRY_S = (0.2, 1.0, 3.0)
 KILL_SWITCH_RETRY_S = 5.0
 RATE_LIMITER_RETRY_S = 5.0  # coordination (Redis) unreachable: try again shortly
 OPT_OUT_CONFIRMATION = "unsubscribe_confirm"
@@ -249,20 +251,45 @@ class DeliveryDispatcher:
         run on the send pool while the worker goes back to its inbox, and a finisher thread records
         the outcomes in batches. With `wait=True` the outcomes are recorded before returning.
         """
+        granted = self._take_api_tokens(rows)
         if wait:
-            return self._finish(list(self._pool.map(self._attempt, rows)))
+            return self._finish(list(self._pool.map(self._attempt, rows, granted)))
         with self._in_flight_lock:
             self._in_flight += len(rows)
             if self._finisher is None:
                 self._finisher = threading.Thread(target=self._finish_loop, name="send-finisher", daemon=True)
                 self._finisher.start()
-        for row in rows:
-            self._pool.submit(self._attempt_later, row)
+        for row, has_token in zip(rows, granted, strict=True):
+            self._pool.submit(self._attempt_later, row, has_token)
         return []
 
-    def _attempt_later(self, row: Delivery) -> None:
+    def _take_api_tokens(self, rows: Sequence[Delivery]) -> list[bool]:
+        """Take the API rate limiter's tokens for a batch in one call per API; which rows got one.
+
+        A row without one takes its own in `_attempt` (and waits if the bucket is empty); if the
+        limiter cannot be reached, every row finds that out there and is put back in the queue.
+        """
+        granted = [False] * len(rows)
+        if len(rows) < 2:
+            return granted
+        by_api: dict[str, list[int]] = {}
+        for i, row in enumerate(rows):
+            by_api.setdefault(ROUTES[Channel(row.channel)].api, []).append(i)
+        for api, indexes in by_api.items():
+            try:
+                count, _wait = self.coordinator.take_tokens(
+                    f"wecom-api:{api}", API_RATE_PER_S, API_BURST, len(indexes)
+                )
+            except Exception as exc:
+                log.warning("rate limiter unavailable for a batch of %d: %s", len(indexes), exc)
+                continue
+            for i in indexes[:count]:
+                granted[i] = True
+        return granted
+
+    def _attempt_later(self, row: Delivery, has_token: bool) -> None:
         try:
-            self._results.put(self._attempt(row))
+            self._results.put(self._attempt(row, has_token))
         except Exception:
             # Whether WeCom got the call is not known: the lease lapses and a person is asked.
             log.exception("sending delivery %s failed unexpectedly", row.id)
@@ -280,11 +307,24 @@ class DeliveryDispatcher:
                 except queue.Empty:
                     break
             try:
-                self._finish(batch)
-            except Exception:
-                log.exception("recording %d send outcomes failed; their leases will lapse", len(batch))
+                self._record(batch)
             finally:
                 self._done(len(batch))
+
+    def _record(self, batch: Sequence[_Result]) -> None:
+        """Record a batch of outcomes, trying again after a failure such as a deadlock or a dropped
+        connection: WeCom's answers are known here, and a lapsed lease would turn them into `unknown`."""
+        for delay in (*FINISH_RETRY_S, None):
+            try:
+                self._finish(batch)
+                return
+            except Exception:
+                if delay is None:
+                    log.exception("recording %d send outcomes failed; their leases will lapse", len(batch))
+                    return
+                log.warning("recording %d send outcomes failed; trying again in %.1f s", len(batch), delay,
+                            exc_info=True)  # fmt: skip
+                time.sleep(delay)  # the transaction rolled back: nothing of it was kept
 
     def _done(self, count: int) -> None:
         with self._in_flight_lock:
@@ -304,15 +344,20 @@ class DeliveryDispatcher:
         if self._finisher is not None:
             self._finisher.join(timeout=10)
 
-    def _attempt(self, row: Delivery) -> _Result:
-        """Check the deadline, the kill switch and the rate limits, then call the API; touches no database."""
+    def _attempt(self, row: Delivery, has_token: bool = False) -> _Result:
+        """Check the deadline, the kill switch and the rate limits, then call the API; touches no database.
+
+        `has_token`: the API's rate-limit token was already taken for this row (with its batch).
+        """
         if self.kill_switch.on():
             return _Result(row, DeliveryStatus.QUEUED, retry_in=KILL_SWITCH_RETRY_S, count_attempt=False)
         if row.deadline is not None and self.clock() >= row.deadline:
             return _Result(row, DeliveryStatus.EXPIRED, error="deadline passed before sending")
         route = ROUTES[Channel(row.channel)]
         try:
-            wait = self.coordinator.take_token(f"wecom-api:{route.api}", API_RATE_PER_S, API_BURST)
+            wait = 0.0
+            if not has_token:
+                wait = self.coordinator.take_token(f"wecom-api:{route.api}", API_RATE_PER_S, API_BURST)
             if row.channel == Channel.APP_MESSAGE and wait == 0:
                 wait = self.coordinator.take_token(
                     f"wecom-member:{row.recipient}", MEMBER_RATE_PER_S, MEMBER_BURST
@@ -354,15 +399,35 @@ class DeliveryDispatcher:
         return _Result(row, DeliveryStatus.FAILED, errcode=exc.errcode, error=error)
 
     def _finish(self, results: Sequence[_Result]) -> list[SendOutcome]:
-        """Record outcomes (and their ledger entries) in one transaction, if the leases still hold."""
+        """Record outcomes (and their ledger entries) in one transaction, if the leases still hold.
+
+        The rows are read as columns and written with one UPDATE per shape of change (executemany),
+        not loaded as objects: the finisher records a whole batch of sends at a time.
+        """
         now = self.clock()
         outcomes: list[SendOutcome] = []
         records: list[ledger.OutcomeRecord] = []
+        changes: list[dict[str, Any]] = []
         requeued = False
+        t = Delivery
         with self.db.transaction() as session:
-            ids = [r.row.id for r in results]
-            stmt = select(Delivery).where(Delivery.id.in_(ids)).order_by(Delivery.id).with_for_update()
-            current_rows = {row.id: row for row in session.scalars(stmt)}
+            stmt = (
+                select(
+                    t.id,
+                    t.locked_by,
+                    t.status,
+                    t.channel,
+                    t.recipient,
+                    t.sender,
+                    t.attempts,
+                    t.params,
+                    t.ledger_seq,
+                )
+                .where(t.id.in_([r.row.id for r in results]))
+                .order_by(t.id)
+                .with_for_update()
+            )
+            current_rows = {row.id: row for row in session.execute(stmt)}
             for r in results:
                 current = current_rows.get(r.row.id)
                 if (
@@ -376,27 +441,31 @@ class DeliveryDispatcher:
                 # A message put back in the queue (rate limit, transient error, kill switch) is "requeued".
                 requeue = r.status == DeliveryStatus.QUEUED
                 metrics.delivery_outcome(session, current.channel, "requeued" if requeue else r.status)
-                current.status = r.status
-                current.lease_until = None
-                current.errcode = r.errcode
-                current.error = r.error
+                change: dict[str, Any] = {
+                    "id": current.id,
+                    "status": r.status,
+                    "lease_until": None,
+                    "errcode": r.errcode,
+                    "error": r.error,
+                }
                 if not r.count_attempt:
-                    current.attempts -= 1
+                    change["attempts"] = current.attempts - 1
                 if r.retry_in is not None:
-                    current.next_attempt_at = now + timedelta(seconds=r.retry_in)
+                    change["next_attempt_at"] = now + timedelta(seconds=r.retry_in)
                     requeued = True
                 if r.status == DeliveryStatus.SENT:
-                    current.sent_at = now
-                    current.wecom_id = r.wecom_id
+                    change["sent_at"], change["wecom_id"] = now, r.wecom_id
                     if r.response_code:
-                        current.params = {**(current.params or {}), "response_code": r.response_code}
+                        change["params"] = {**(current.params or {}), "response_code": r.response_code}
+                changes.append(change)
                 if r.status != DeliveryStatus.QUEUED and current.ledger_seq is not None:
+                    message = ledger.MessageIdentity(current.recipient, current.sender, current.channel)
                     records.append(
-                        ledger.OutcomeRecord(
-                            current.ledger_seq, r.status, message_identity(current), r.wecom_id, r.error or ""
-                        )
+                        ledger.OutcomeRecord(current.ledger_seq, r.status, message, r.wecom_id, r.error or "")
                     )
                 outcomes.append(SendOutcome(r.row.id, r.status, r.errcode))
+            if changes:  # ORM bulk UPDATE by primary key: rows with the same keys share one statement
+                session.execute(update(Delivery), changes)
             ledger.append_outcomes(session, records, now)
         if requeued:
             try:

@@ -44,6 +44,7 @@ def enqueue(
     claim: Claim | None = None,
     known_new: bool = False,
     flush: bool = True,
+    lead_id: int | None = None,
 ) -> Delivery:
     """Queue one message for `purpose_key` (idempotent); blocked texts are kept as such, never sent.
 
@@ -54,7 +55,7 @@ def enqueue(
     process that commits it sends it right after, without a round through the queue.
     `known_new` says the caller has already checked that no row has this purpose key; with
     `flush=False` the row is written with the rest of the transaction (a batch becomes one INSERT)
-    and has no id until then.
+    and has no id until then. `lead_id` names the lead for its A/B arm (else found by `recipient`).
     """
     if not known_new:
         existing = session.scalars(select(Delivery).where(Delivery.purpose_key == purpose_key)).first()
@@ -73,7 +74,7 @@ def enqueue(
         next_attempt_at=now,
     )
     try:
-        composed = compose(session, script_key, values, policy, at=now, recipient=recipient)
+        composed = compose(session, script_key, values, policy, at=now, recipient=recipient, lead_id=lead_id)
     except MessageBlocked as exc:
         version = exc.version
         row.script_key, row.script_version, row.approval_id = script_key, version.number, exc.approval.id

@@ -71,7 +71,10 @@ def summary(session: Session, userid: str) -> tuple[str, str]:
         return "您目前没有待处理的线索", "下一条线索到来"
     items = []
     for handoff, lead in rows[:MAX_LISTED]:
-        state = f"待接受，{_clock(handoff.due_at)}前" if handoff.due_at else "跟进中"
+        if handoff.status != HandoffStatus.OFFERED:
+            state = "跟进中"
+        else:  # an offer whose card has not reached the manager yet has no answer time
+            state = f"待接受，{_clock(handoff.due_at)}前" if handoff.due_at else "待接受"
         items.append(f"#{handoff.id} {brief_name(lead)}（{state}）")
     more = f" 等 {len(rows)} 条" if len(rows) > MAX_LISTED else ""
     due = min((h.due_at for h, _ in rows if h.due_at is not None), default=None)

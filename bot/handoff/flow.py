@@ -25,7 +25,7 @@ from bot.handoff.channel import ChannelAction, ChannelStatus, member_name, plan,
 from bot.leads.stages import Stage, transition
 from models.alerts import Alert
 from models.audit import AuditEntry
-from models.deliveries import Channel, Delivery
+from models.deliveries import Channel, Delivery, DeliveryStatus
 from models.handoff import AccountManager, Handoff, HandoffStatus
 from models.kf import IntentSignal
 from models.leads import Lead
@@ -37,6 +37,14 @@ BRIEF_SCRIPT = "handoff_brief"
 NOTE_SCRIPT = "handoff_note"
 # The bot stays silent to a lead once a manager has it (opt-out keeps working).
 SILENT_STAGES = frozenset({Stage.ACCEPTED, Stage.CONVERTED})
+# An offer's answer time runs from when its card reached the manager. Cards in these states have not
+# (queued behind a rate limit or the kill switch, being sent, or held for compliance review) …
+CARD_WAITING = frozenset({DeliveryStatus.QUEUED, DeliveryStatus.SENDING, DeliveryStatus.HELD})
+# … and in these never will (blocked, discarded in review, refused by WeCom, too late): the offer is
+# withdrawn and goes to the next manager, without counting as the manager's miss.
+CARD_LOST = frozenset(
+    {DeliveryStatus.BLOCKED, DeliveryStatus.CANCELLED, DeliveryStatus.FAILED, DeliveryStatus.EXPIRED}
+)
 
 QueueFn = Callable[..., Delivery]
 
@@ -57,10 +65,11 @@ class Desk:
 
 @dataclass(frozen=True)
 class Answer:
-    """What a manager's accept or decline came to, and the next offer it caused (if any)."""
+    """What an answer, a time-out or the card's arrival came to, and the next offer it caused (if any)."""
 
     handoff: Handoff
-    outcome: str  # accepted | declined | timed_out | already | expired | not_yours
+    # accepted | declined | timed_out | withdrawn | clock_started | already | expired | not_yours
+    outcome: str
     following: Handoff | None = None
 
 
@@ -185,7 +194,16 @@ def offer(
     handoff.chain_id = handoff.chain_id or handoff.id
     handoff.task_id = cards.new_task_id(handoff.id)
     if lead.stage == Stage.QUALIFIED:
-        transition(session, lead, Stage.HANDED_OFF, ACTOR, f"offered to {choice.manager.name}", desk.now)
+        transition(
+            session,
+            lead,
+            Stage.HANDED_OFF,
+            ACTOR,
+            f"offered to {choice.manager.name}",
+            desk.now,
+            code="offered",
+            params={"manager": choice.manager.name},
+        )
     _audit(
         desk,
         "handoff.escalated" if supervisor else "handoff.offered",
@@ -196,12 +214,17 @@ def offer(
         advice=need.advice,
         kept_with_owner=choice.kept_with_owner,
     )
-    _send_card(desk, lead, choice.manager, handoff)
+    card = _send_card(desk, lead, choice.manager, handoff)
+    if card is not None and card.status == DeliveryStatus.HELD:
+        handoff.due_at = None  # no answer is due until compliance releases the card and it goes out
+    # A blocked card keeps its answer time: the offer is withdrawn then, at the pace of an unanswered
+    # one, since the next manager's card (the same brief) would be blocked as well.
     session.flush()
     return handoff
 
 
-def _send_card(desk: Desk, lead: Lead, manager: AccountManager, handoff: Handoff) -> None:
+def _send_card(desk: Desk, lead: Lead, manager: AccountManager, handoff: Handoff) -> Delivery | None:
+    """Queue the brief card for the manager; None (and an alert) when no approved brief can be composed."""
     assert handoff.task_id is not None
     brief = briefs.build(desk.session, lead, handoff.reason, desk.settings, desk.now)
     values = briefs.script_values(brief, manager, handoff, desk.settings, lead.stage)
@@ -227,7 +250,7 @@ def _send_card(desk: Desk, lead: Lead, manager: AccountManager, handoff: Handoff
         _alert(
             desk, "handoff.card_unsendable", f"no card for handoff {handoff.id} to {manager.userid}: {exc}"
         )
-        return
+        return None
     # The card carries the approved, linted brief text exactly as it was composed.
     delivery.params = {
         "template_card": cards.card(
@@ -239,6 +262,69 @@ def _send_card(desk: Desk, lead: Lead, manager: AccountManager, handoff: Handoff
             desk.settings.compliance.firm_name,
         )
     }
+    return delivery
+
+
+def card_of(session: Session, handoff_id: int) -> Delivery | None:
+    """The handoff's card to its manager, if one was queued."""
+    return session.scalars(select(Delivery).where(Delivery.purpose_key == card_key(handoff_id))).first()
+
+
+def answer_due(handoff: Handoff, card: Delivery | None, settings: Settings) -> datetime | None:
+    """When the manager's answer is due: SLA minutes after the card reached them; None while it has not.
+
+    Without a card (no approved brief) the offer runs from when it was made, as does a card whose
+    sending ended unknown (it may have arrived).
+    """
+    sla = timedelta(minutes=settings.handoff.sla_minutes)
+    if card is None:
+        return handoff.offered_at + sla
+    if card.status in CARD_WAITING or card.status in CARD_LOST:
+        return None
+    return (card.sent_at or handoff.offered_at) + sla
+
+
+def start_clock(desk: Desk, handoff_id: int) -> Answer | None:
+    """Start the answer time of an offer whose card has now gone out, or withdraw one whose card never will.
+
+    None when nothing changes: the offer is no longer open, its clock runs already, or its card waits.
+    """
+    handoff = _locked(desk.session, handoff_id)
+    if handoff.status != HandoffStatus.OFFERED or handoff.due_at is not None:
+        return None
+    card = card_of(desk.session, handoff.id)
+    if card is not None and card.status in CARD_WAITING:
+        return None
+    lead = _locked_lead(desk.session, handoff.lead_id)
+    if card is not None and card.status in CARD_LOST:
+        return _withdraw(desk, handoff, lead, card)
+    due = answer_due(handoff, card, desk.settings)
+    assert due is not None  # the card is neither waiting nor lost
+    handoff.due_at = due
+    _audit(desk, "handoff.clock_started", lead, handoff=handoff.id, due=due.isoformat())
+    return Answer(handoff, "clock_started")
+
+
+def _withdraw(desk: Desk, handoff: Handoff, lead: Lead, card: Delivery) -> Answer:
+    """The card can never reach the manager: end the offer (not their miss) and offer the lead onwards."""
+    why = f"the card was {card.status}" + (f" ({card.error})" if card.error else "")
+    note = f"withdrawn: {why}"[:200]
+    if card.error:
+        _end(
+            desk,
+            handoff,
+            HandoffStatus.CANCELLED,
+            note,
+            "withdrawn_error",
+            card=card.status,
+            error=card.error,
+        )
+    else:
+        _end(desk, handoff, HandoffStatus.CANCELLED, note, "withdrawn", card=card.status)
+    _audit(
+        desk, "handoff.withdrawn", lead, handoff=handoff.id, manager=handoff.manager_userid, card=card.status
+    )
+    return Answer(handoff, "withdrawn", _follow_up(desk, handoff, lead))
 
 
 def _mark_card(
@@ -253,7 +339,7 @@ def _mark_card(
 
 def _sent_card_code(session: Session, handoff: Handoff) -> str | None:
     """Take the response_code WeCom returned when the handoff's card was sent (single use), if any."""
-    card = session.scalars(select(Delivery).where(Delivery.purpose_key == card_key(handoff.id))).first()
+    card = card_of(session, handoff.id)
     code = (card.params or {}).get("response_code") if card is not None else None
     if card is None or not code:
         return None
@@ -266,8 +352,12 @@ def card_key(handoff_id: int) -> str:
     return f"handoff:{handoff_id}:card"
 
 
-def _end(desk: Desk, handoff: Handoff, status: str, note: str) -> None:
+def _end(
+    desk: Desk, handoff: Handoff, status: str, note: str, code: str | None = None, **params: Any
+) -> None:
+    """End the offer with its English `note` (and, for the bot's own notes, their code and values)."""
     handoff.status, handoff.note = status, note
+    handoff.note_code, handoff.note_params = code, (params if code else None)
     handoff.open_lead_id, handoff.due_at = None, None
     handoff.closed_at = desk.now
     release_capacity(desk.session, handoff.manager_userid)
@@ -315,7 +405,16 @@ def accept(desk: Desk, handoff_id: int, userid: str, response_code: str | None =
         return _ignored(desk, handoff, lead, userid, response_code, refused)
     handoff.status, handoff.responded_at, handoff.due_at = HandoffStatus.ACCEPTED, desk.now, None
     manager = member_name(desk.session, userid)
-    transition(desk.session, lead, Stage.ACCEPTED, f"manager:{userid}", f"accepted by {manager}", desk.now)
+    transition(
+        desk.session,
+        lead,
+        Stage.ACCEPTED,
+        f"manager:{userid}",
+        f"accepted by {manager}",
+        desk.now,
+        code="accepted",
+        params={"manager": manager},
+    )
     plan(desk.session, desk.settings, handoff, lead, desk.now)
     if handoff.channel_action == ChannelAction.NOTIFY_OWNER:
         notify_owner(desk, handoff, lead)
@@ -334,7 +433,8 @@ def decline(
     if refused is not None:
         return _ignored(desk, handoff, lead, userid, response_code, refused)
     handoff.responded_at = desk.now
-    _end(desk, handoff, HandoffStatus.DECLINED, note.strip()[:200] or "declined")
+    note = note.strip()[:200]
+    _end(desk, handoff, HandoffStatus.DECLINED, note or "declined", None if note else "declined")
     _mark_card(desk.session, handoff, response_code, cards.DECLINED_LABEL, desk.now)
     _audit(desk, "handoff.declined", lead, actor=f"manager:{userid}", handoff=handoff.id, note=handoff.note)
     return Answer(handoff, "declined", _follow_up(desk, handoff, lead))
@@ -343,14 +443,29 @@ def decline(
 def time_out(desk: Desk, handoff_id: int) -> Answer | None:
     """No answer in time: free the slot, then escalate after too many misses or offer to the next manager.
 
-    None when the offer is no longer open or not yet due (answered meanwhile, or the clock is early).
+    None when the offer is no longer open or not yet due (answered meanwhile, its card went out late or
+    not yet, or the clock is early); an offer whose card can never arrive is withdrawn instead.
     """
     handoff = _locked(desk.session, handoff_id)
     if handoff.status != HandoffStatus.OFFERED or handoff.due_at is None or handoff.due_at > desk.now:
         return None
+    card = card_of(desk.session, handoff.id)
+    if card is not None and card.status in CARD_LOST:
+        return _withdraw(desk, handoff, _locked_lead(desk.session, handoff.lead_id), card)
+    due = answer_due(handoff, card, desk.settings)
+    if due is None or due > desk.now:  # the card went out late, or has not yet: the clock runs from then
+        handoff.due_at = due
+        return None
     lead = _locked_lead(desk.session, handoff.lead_id)
     minutes = desk.settings.handoff.sla_minutes
-    _end(desk, handoff, HandoffStatus.TIMED_OUT, f"no answer within {minutes} min")
+    _end(
+        desk,
+        handoff,
+        HandoffStatus.TIMED_OUT,
+        f"no answer within {minutes} min",
+        "timed_out",
+        minutes=minutes,
+    )
     _mark_card(desk.session, handoff, None, cards.EXPIRED_LABEL, desk.now)  # the ignored card says so
     _audit(desk, "handoff.timed_out", lead, handoff=handoff.id, manager=handoff.manager_userid)
     return Answer(handoff, "timed_out", _follow_up(desk, handoff, lead))
@@ -387,7 +502,15 @@ def _follow_up(desk: Desk, ended: Handoff, lead: Lead) -> Handoff | None:
     following = offer(desk, lead, ended.reason, after=ended)
     if following is None:
         why = "the customer opted out" if lead.opted_out else "no other eligible manager is free"
-        transition(desk.session, lead, Stage.QUALIFIED, ACTOR, f"waiting for a manager: {why}", desk.now)
+        transition(
+            desk.session,
+            lead,
+            Stage.QUALIFIED,
+            ACTOR,
+            f"waiting for a manager: {why}",
+            desk.now,
+            code="waiting.opted_out" if lead.opted_out else "waiting.no_manager",
+        )
         if not lead.opted_out:
             _alert(
                 desk,

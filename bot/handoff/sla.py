@@ -1,5 +1,6 @@
-"""The periodic handoff sweep (scheduler leader only): unanswered offers time out and move on,
-qualified leads still waiting for a manager are offered again, and due WeCom calls are made."""
+"""The periodic handoff sweep (scheduler leader only): offers whose card has gone out start their answer
+time, unanswered offers time out and move on, qualified leads still waiting for a manager are offered
+again, and due WeCom calls are made."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, select
+from sqlalchemy import String, cast, exists, literal, or_, select
 from sqlalchemy.orm import Session
 
 from bot.config import Settings
@@ -18,7 +19,7 @@ from bot.db import Database
 from bot.delivery.outbox import OUTBOX_CHANNEL, enqueue
 from bot.handoff.actions import CallOutcome, HandoffCalls
 from bot.handoff.channel import ChannelClient
-from bot.handoff.flow import Desk, offer, time_out
+from bot.handoff.flow import CARD_WAITING, Desk, offer, start_clock, time_out
 from bot.leads.stages import Stage
 from models.base import utcnow
 from models.deliveries import Delivery
@@ -34,8 +35,10 @@ BATCH = 50
 
 @dataclass
 class SweepReport:
-    """What one sweep did: offers timed out, waiting leads offered, WeCom calls made."""
+    """What one sweep did: answer times started, offers timed out, waiting leads offered, WeCom calls made."""
 
+    clocks_started: list[int] = field(default_factory=list)
+    withdrawn: list[int] = field(default_factory=list)
     timed_out: list[int] = field(default_factory=list)
     offered: list[int] = field(default_factory=list)
     calls: list[CallOutcome] = field(default_factory=list)
@@ -69,8 +72,40 @@ class HandoffSweeper:
 
         return Desk(session, self.settings, now, queue)
 
-    def time_out_due(self, now: datetime) -> list[int]:
-        """Time out every offer past its answer time; each is followed up in its own transaction."""
+    def start_clocks(self, now: datetime) -> tuple[list[int], list[int]]:
+        """Start the answer time of offers whose card has gone out since (held for review, or queued).
+
+        Offers whose card can never go out are withdrawn and followed up. Returns (started, withdrawn).
+        """
+        card_key = literal("handoff:") + cast(Handoff.id, String) + literal(":card")
+        with self.db.read() as session:
+            ready = list(
+                session.scalars(
+                    select(Handoff.id)
+                    .outerjoin(Delivery, Delivery.purpose_key == card_key)
+                    .where(Handoff.status == HandoffStatus.OFFERED, Handoff.due_at.is_(None))
+                    .where(or_(Delivery.id.is_(None), Delivery.status.not_in(CARD_WAITING)))
+                    .order_by(Handoff.id)
+                    .limit(BATCH)
+                )
+            )
+        started: list[int] = []
+        withdrawn: list[int] = []
+        for handoff_id in ready:
+            queued: list[Delivery] = []
+            with self.db.transaction() as session:
+                answer = start_clock(self._desk(session, now, queued), handoff_id)
+            if answer is not None:
+                (withdrawn if answer.outcome == "withdrawn" else started).append(handoff_id)
+            if queued:
+                self.coordinator.wake(OUTBOX_CHANNEL)
+        return started, withdrawn
+
+    def time_out_due(self, now: datetime) -> tuple[list[int], list[int]]:
+        """Time out every offer past its answer time, each followed up in its own transaction.
+
+        An offer whose card never reached the manager is withdrawn instead. Returns (timed out, withdrawn).
+        """
         with self.db.read() as session:
             due = list(
                 session.scalars(
@@ -80,15 +115,17 @@ class HandoffSweeper:
                     .limit(BATCH)
                 )
             )
-        done = []
+        timed_out: list[int] = []
+        withdrawn: list[int] = []
         for handoff_id in due:
             queued: list[Delivery] = []
             with self.db.transaction() as session:
-                if time_out(self._desk(session, now, queued), handoff_id) is not None:
-                    done.append(handoff_id)
+                answer = time_out(self._desk(session, now, queued), handoff_id)
+            if answer is not None:
+                (withdrawn if answer.outcome == "withdrawn" else timed_out).append(handoff_id)
             if queued:
                 self.coordinator.wake(OUTBOX_CHANNEL)
-        return done
+        return timed_out, withdrawn
 
     def offer_waiting(self, now: datetime) -> list[int]:
         """Offer qualified leads that have no open handoff (nobody was free, or it was outside hours)."""
@@ -135,17 +172,24 @@ class HandoffSweeper:
         return self._calls
 
     def run(self, now: datetime | None = None) -> SweepReport:
-        """One sweep: time-outs first (they free slots), then waiting leads, then the WeCom calls."""
+        """One sweep: answer clocks, then time-outs (they free slots), waiting leads, the WeCom calls."""
         now = now or self.clock()
         report = SweepReport()
-        report.timed_out = self.time_out_due(now)
+        report.clocks_started, report.withdrawn = self.start_clocks(now)
+        report.timed_out, withdrawn = self.time_out_due(now)
+        report.withdrawn += withdrawn
         if self.settings.handoff.enabled:
             report.offered = self.offer_waiting(now)
         runner = self.calls()
         if runner is not None:
             report.calls = runner.run_once()
-        if report.timed_out or report.offered:
-            log.info("handoff sweep: timed out %s, offered %s", report.timed_out, report.offered)
+        if report.timed_out or report.offered or report.withdrawn:
+            log.info(
+                "handoff sweep: timed out %s, withdrawn %s, offered %s",
+                report.timed_out,
+                report.withdrawn,
+                report.offered,
+            )
         return report
 
 

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bot.handoff.flow import silenced
 from bot.routing import HandlerContext
 from models.deliveries import Channel, Delivery, DeliveryStatus
 from models.kf import KfConversation
 from models.leads import Lead
-from scripts_library.catalogue import NotSendable, sendable
+from scripts_library.catalogue import NotSendable, sendable_for
 
 WINDOW = timedelta(hours=48)
 # Leave the dispatcher time to send before WeCom's window closes.
@@ -29,11 +31,17 @@ def conversation(ctx: HandlerContext, open_kfid: str, external_user_id: str) -> 
     )
     conv = ctx.session.scalars(stmt.with_for_update()).first()
     if conv is None:
-        conv = KfConversation(
-            open_kfid=open_kfid, external_user_id=external_user_id, replies_since=0, updated_at=ctx.now
+        # Two workers may meet a customer's first messages at once (a lock on a missing row locks
+        # nothing): insert if still absent, then lock whichever row won.
+        make_insert = pg_insert if ctx.session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        ctx.session.execute(
+            make_insert(cast(Table, KfConversation.__table__))
+            .values(
+                open_kfid=open_kfid, external_user_id=external_user_id, replies_since=0, updated_at=ctx.now
+            )
+            .on_conflict_do_nothing(index_elements=["open_kfid", "external_user_id"])
         )
-        ctx.session.add(conv)
-        ctx.session.flush()
+        conv = ctx.session.scalars(stmt.with_for_update()).one()
     return conv
 
 
@@ -81,7 +89,7 @@ def send_kf_text(
     reason = refusal(conv, lead, ctx.now, allow_opted_out)
     if reason is None:
         try:
-            sendable(ctx.session, script_key, ctx.now)
+            sendable_for(ctx.session, script_key, ctx.now, lead.id if lead is not None else None)
         except NotSendable as exc:
             reason = f"no_script: {exc}"
     if reason is not None:
@@ -96,6 +104,7 @@ def send_kf_text(
         values=values,
         params={"open_kfid": conv.open_kfid},
         priority=10,
+        lead_id=lead.id if lead is not None else None,
         deadline=conv.last_customer_msg_at + WINDOW,
     )
     if delivery.status in COUNTED:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import quote
 
 from sqlalchemy import select
@@ -21,14 +22,23 @@ KF_SCENE = "hook"
 
 
 class HookCodeError(ValueError):
-    """A hook code cannot be created or changed as asked."""
+    """A hook code cannot be created or changed as asked.
+
+    `code` names the refusal and `params` the values its message mentions, so the console can say it
+    in the reader's language; the English message stays for the CLI and logs.
+    """
+
+    def __init__(self, message: str, code: str = "", **params: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.params = params
 
 
 def get_code(session: Session, code: str) -> HookCode:
     """Return a hook code or refuse with a clear error."""
     row = session.scalars(select(HookCode).where(HookCode.code == code)).first()
     if row is None:
-        raise HookCodeError(f"no hook code {code!r}")
+        raise HookCodeError(f"no hook code {code!r}", "hookcode.unknown", hook=code)
     return row
 
 
@@ -43,19 +53,28 @@ def create_code(
 ) -> HookCode:
     """Register a code after checking WeCom's limits; nothing is created in WeCom yet."""
     if not CODE_RE.match(code):
-        raise HookCodeError("code: 2-30 characters from letters, digits, '_' and '-' (WeCom state limit)")
+        raise HookCodeError(
+            "code: 2-30 characters from letters, digits, '_' and '-' (WeCom state limit)", "hookcode.format"
+        )
     if platform not in Platform.__members__.values():
-        raise HookCodeError(f"platform: one of {', '.join(Platform)}")
+        platforms = ", ".join(Platform)
+        raise HookCodeError(f"platform: one of {platforms}", "hookcode.platform", platforms=platforms)
     if not members or len(members) > MAX_CONTACT_WAY_MEMBERS:
-        raise HookCodeError(f"members: 1-{MAX_CONTACT_WAY_MEMBERS} member userids")
+        raise HookCodeError(
+            f"members: 1-{MAX_CONTACT_WAY_MEMBERS} member userids",
+            "hookcode.members",
+            limit=MAX_CONTACT_WAY_MEMBERS,
+        )
     if session.scalars(select(HookCode.id).where(HookCode.code == code)).first() is not None:
-        raise HookCodeError(f"hook code {code!r} exists")
+        raise HookCodeError(f"hook code {code!r} exists", "hookcode.exists", hook=code)
     if keyword is not None:
         keyword = keyword.strip()
         if not 2 <= len(keyword) <= 32:
-            raise HookCodeError("keyword: 2-32 characters")
+            raise HookCodeError("keyword: 2-32 characters", "hookcode.keyword_length")
         if session.scalars(select(HookCode.id).where(HookCode.keyword == keyword)).first() is not None:
-            raise HookCodeError(f"keyword {keyword!r} already names another code")
+            raise HookCodeError(
+                f"keyword {keyword!r} already names another code", "hookcode.keyword_taken", keyword=keyword
+            )
     row = HookCode(
         code=code, platform=platform, campaign=campaign, members=members, keyword=keyword, created_by=actor
     )

@@ -38,7 +38,11 @@ class ScoringError(ValueError):
 
 @dataclass(frozen=True)
 class ScoreItem:
-    """One scored fact as it counts now: awarded points, after decay, after the kind's cap, and why."""
+    """One scored fact as it counts now: awarded points, after decay, after the kind's cap, and why.
+
+    `why` words it in English for the CLI and the manager's brief; the console words it from
+    `label`, the points and `cap` (decayed when `decayed` != `awarded`, capped when `points` < `decayed`).
+    """
 
     kind: str
     detail: str
@@ -47,6 +51,18 @@ class ScoreItem:
     decayed: int
     points: int
     why: str
+    label: str = ""
+    cap: int = 0
+
+    @property
+    def was_decayed(self) -> bool:
+        """Whether decay took points off the award."""
+        return self.decayed != self.awarded
+
+    @property
+    def was_capped(self) -> bool:
+        """Whether the kind's cap left this fact fewer points than it has after decay."""
+        return self.points < self.decayed
 
 
 @dataclass(frozen=True)
@@ -60,10 +76,13 @@ class Score:
     items: tuple[ScoreItem, ...]
     intents: tuple[tuple[str, str], ...]  # (intent, keyword) the lead has shown, oldest first
 
+    def ranked(self) -> list[ScoreItem]:
+        """The scored facts, biggest contribution first (newest first among equals)."""
+        return sorted(self.items, key=lambda i: (-i.points, -i.at.timestamp()))
+
     def explain(self) -> list[str]:
         """The reasons behind the total, biggest contribution first."""
-        ranked = sorted(self.items, key=lambda i: (-i.points, -i.at.timestamp()))
-        return [item.why for item in ranked]
+        return [item.why for item in self.ranked()]
 
 
 @dataclass(frozen=True)
@@ -138,8 +157,21 @@ def compute(events: Iterable[ScoreEvent], settings: ScoringSettings, now: dateti
             now_points = _round(decayed(event.points, event.at, now, half_life))
             counted = max(0, min(now_points, left))
             left -= counted
-            why = _why(label(kind, event.detail), event.points, now_points, counted, cap)
-            items.append(ScoreItem(kind, event.detail, event.at, event.points, now_points, counted, why))
+            item_label = label(kind, event.detail)
+            why = _why(item_label, event.points, now_points, counted, cap)
+            items.append(
+                ScoreItem(
+                    kind,
+                    event.detail,
+                    event.at,
+                    event.points,
+                    now_points,
+                    counted,
+                    why,
+                    label=item_label,
+                    cap=cap,
+                )
+            )
     items.sort(key=lambda i: (i.at, i.kind, i.detail))
     fit = sum(i.points for i in items if i.kind == ScoreKind.FIT)
     engagement = sum(i.points for i in items if i.kind != ScoreKind.FIT)

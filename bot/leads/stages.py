@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -74,8 +75,22 @@ def allowed(from_stage: str, to_stage: str) -> bool:
         return False
 
 
-def transition(session: Session, lead: Lead, to: str, actor: str, reason: str, now: datetime) -> StageChange:
-    """Move the lead to `to` if allowed, recording a StageChange and an audit entry; else StageError."""
+def transition(
+    session: Session,
+    lead: Lead,
+    to: str,
+    actor: str,
+    reason: str,
+    now: datetime,
+    *,
+    code: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> StageChange:
+    """Move the lead to `to` if allowed, recording a StageChange and an audit entry; else StageError.
+
+    `reason` is the English (or free) text; the bot's own reasons also name their `code` and `params`
+    so the console can word them in the reader's language.
+    """
     current = _stage(lead.stage, "current")
     target = _stage(to, "target")
     if current == target:
@@ -88,7 +103,14 @@ def transition(session: Session, lead: Lead, to: str, actor: str, reason: str, n
     lead.stage = target.value
     lead.updated_at = now
     change = StageChange(
-        lead_id=lead.id, from_stage=current.value, to_stage=target.value, at=now, actor=actor, reason=reason
+        lead_id=lead.id,
+        from_stage=current.value,
+        to_stage=target.value,
+        at=now,
+        actor=actor,
+        reason=reason,
+        reason_code=code,
+        reason_params=params if code else None,
     )
     session.add(change)
     if target in ENDS_HANDOFF:
@@ -116,6 +138,7 @@ def _end_open_handoff(session: Session, lead: Lead, target: Stage, now: datetime
     handoff.status = HandoffStatus.CLOSED if accepted else HandoffStatus.CANCELLED
     handoff.open_lead_id, handoff.due_at, handoff.closed_at = None, None, now
     handoff.note = f"lead {target.value}"
+    handoff.note_code, handoff.note_params = "lead_ended", {"stage": target.value}
     m = AccountManager
     session.execute(
         update(m)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from sqlalchemy.orm import Session
 
 from bot.routing import HandlerContext
 from models.alerts import Alert
 from models.deliveries import Delivery
 from models.leads import PLATFORM_NAMES, Lead, Platform
-from scripts_library.catalogue import NotSendable
+from scripts_library.catalogue import NotSendable, live, sendable_for_many
 
 WELCOME_WINDOW = timedelta(seconds=20)  # WeCom's welcome_code lifetime
 DEFAULT_WELCOME = "welcome_default"
@@ -32,12 +35,12 @@ def queue_welcome(
 ) -> Delivery | None:
     """Queue the platform's approved welcome, else the default; with neither, alert and return None.
 
-    Each attempt goes straight to the outbox, which looks the approval up once.
+    Each attempt goes straight to the outbox, which looks the approval up once; during an A/B test
+    of the welcome the lead gets its own arm.
     """
-    candidates = ([f"welcome_{lead.platform}"] if lead.platform else []) + [DEFAULT_WELCOME]
-    for key in candidates:
+    for key in welcome_keys(lead):
         try:
-            return ctx.queue(script_key=key, **queue)
+            return ctx.queue(script_key=key, lead_id=lead.id, **queue)
         except NotSendable:
             continue
     ctx.session.add(
@@ -51,6 +54,31 @@ def queue_welcome(
         )
     )
     return None
+
+
+def welcome_keys(lead: Lead) -> list[str]:
+    """The welcome scripts a lead may get, in order of preference."""
+    return ([f"welcome_{lead.platform}"] if lead.platform else []) + [DEFAULT_WELCOME]
+
+
+def assign_welcome_variants(session: Session, leads: Sequence[Lead], at: datetime) -> None:
+    """Settle a batch's A/B arms up front: per welcome script one lookup and one insert, not per lead.
+
+    The outbox then finds each lead's arm in the transaction's memo.
+    """
+    by_key: dict[str, list[int]] = {}
+    for lead in leads:
+        if lead.id is None:  # not stored yet: the outbox finds it by its WeCom id instead
+            continue
+        for key in welcome_keys(lead):
+            try:
+                live(session, key, at)
+            except NotSendable:
+                continue
+            by_key.setdefault(key, []).append(lead.id)
+            break
+    for key, lead_ids in by_key.items():
+        sendable_for_many(session, key, at, lead_ids)
 
 
 def message_values(ctx: HandlerContext, lead: Lead, manager_name: str = "") -> dict[str, dict[str, Any]]:

@@ -80,7 +80,8 @@ def live(services: Services, browser: WebDriver) -> Iterator[LiveConsole]:
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    browser.delete_all_cookies()
+    # Cookies belong to the host, not the port: clear them all, or the last test's session would carry over.
+    browser.execute_cdp_cmd("Network.clearBrowserCookies", {})
     try:
         yield LiveConsole(app, f"http://127.0.0.1:{server.server_port}", browser)
     finally:

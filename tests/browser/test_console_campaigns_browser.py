@@ -12,6 +12,7 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select
 from sqlalchemy import select
 
+from bot.campaigns.previews import PreviewRunner
 from bot.console.blueprint import SHANGHAI
 from bot.services import Services
 from models.base import utcnow
@@ -58,7 +59,7 @@ def test_operator_creates_and_previews_a_campaign_and_compliance_exports_the_led
     browser.find_element(By.CSS_SELECTOR, "input[name=stages][value=engaged]").click()
     follow(browser, browser.find_element(By.CSS_SELECTOR, "[data-testid=campaign-save]"))
     refusal = browser.find_element(By.CSS_SELECTOR, ".field.has-error").text
-    assert "25:00" in refusal and "HH:MM" in refusal  # the catalogue's words, next to the time field
+    assert "25:00" in refusal and "HH:MM" in refusal  # the catalogue's refusal, next to the time field
     assert browser.find_element(By.CSS_SELECTOR, "input[name=stages][value=engaged]").is_selected()
     time_field = browser.find_element(By.NAME, "time_of_day")
     time_field.clear()
@@ -74,10 +75,13 @@ def test_operator_creates_and_previews_a_campaign_and_compliance_exports_the_led
     at = browser.find_element(By.NAME, "at")
     browser.execute_script("arguments[0].value = arguments[1]", at, tomorrow)
     follow(browser, browser.find_element(By.CSS_SELECTOR, "[data-testid=preview] button[type=submit]"))
+    assert browser.find_element(By.CSS_SELECTOR, "[data-testid=preview-status]").text == "排队中"
+    PreviewRunner(services.settings, services.db).run_once()  # what a worker does in the background
+    browser.refresh()
     assert "ETF" in browser.find_element(By.CSS_SELECTOR, "[data-testid=preview-text]").text
     recipients = browser.find_element(By.CSS_SELECTOR, "[data-testid=preview-recipients]").text
     assert "cust0" in recipients and "cust2" in recipients and "cust_new" not in recipients
-    live.screenshot("campaign_preview")
+    live.screenshot("campaign-dry-run")
 
     browser.delete_all_cookies()
     sign_in(live, "chen")

@@ -6,9 +6,10 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
 from xml.etree.ElementTree import ParseError
 
-import requests
+import urllib3
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
@@ -16,6 +17,7 @@ from bot.wecom.crypto import CallbackCrypto, CryptoError, random_nonce
 from bot.wecom.simulator.callback_xml import cdata
 
 URL_CHECK_DEADLINE_S = 1.0
+_XML_HEADERS = {"Content-Type": "text/xml; charset=utf-8"}
 
 
 @dataclass(frozen=True)
@@ -110,8 +112,8 @@ class CallbackSender:
         self.crypto = crypto
         self.corp_id = corp_id
         self._stop = stop or threading.Event()
-        self._http = requests.Session()
-        self._http.trust_env = False
+        # Kept-open connections to the bot (no proxies from the environment: it is on this host).
+        self._http = urllib3.PoolManager(num_pools=4, maxsize=64)
         self._log: list[CallbackResult] = []
         self._lock = threading.Lock()
 
@@ -158,18 +160,26 @@ class CallbackSender:
     ) -> CallbackAttempt:
         started = time.monotonic()
         try:
-            res = self._http.post(
-                url,
-                params=params,
-                data=body,
-                timeout=timeout_s,
-                headers={"Content-Type": "text/xml; charset=utf-8"},
-            )
-        except requests.RequestException as exc:
+            res = self._request("POST", url, params, body, timeout_s)
+        except urllib3.exceptions.HTTPError as exc:
             return CallbackAttempt(
                 delivery, None, "", time.monotonic() - started, f"{type(exc).__name__}: {exc}"
             )
-        return CallbackAttempt(delivery, res.status_code, res.text, time.monotonic() - started)
+        return CallbackAttempt(delivery, res.status, _text(res), time.monotonic() - started)
+
+    def _request(
+        self, method: str, url: str, params: dict[str, str], body: bytes | None, timeout_s: float
+    ) -> urllib3.BaseHTTPResponse:
+        """One HTTP request, not retried (a retry is a new attempt, recorded as such)."""
+        return self._http.request(
+            method,
+            f"{url}{'&' if '?' in url else '?'}{urlencode(params)}",
+            body=body,
+            headers=_XML_HEADERS if body is not None else None,
+            timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s),
+            retries=False,
+            redirect=False,
+        )
 
     def verify_url(self, bot_url: str) -> VerifyResult:
         """Do the GET echostr check WeCom runs when the callback URL is saved."""
@@ -178,14 +188,24 @@ class CallbackSender:
         params = {**_signed_params(self.crypto, echostr), "echostr": echostr}
         started = time.monotonic()
         try:
-            res = self._http.get(bot_url, params=params, timeout=URL_CHECK_DEADLINE_S)
-        except requests.RequestException as exc:
+            res = self._request("GET", bot_url, params, None, URL_CHECK_DEADLINE_S)
+        except urllib3.exceptions.HTTPError as exc:
             elapsed = time.monotonic() - started
             return VerifyResult(False, expected, None, "", elapsed, f"{type(exc).__name__}: {exc}")
         elapsed = time.monotonic() - started
-        ok = res.status_code == 200 and res.content == expected.encode() and elapsed <= URL_CHECK_DEADLINE_S
-        return VerifyResult(ok, expected, res.status_code, res.text, elapsed)
+        ok = res.status == 200 and res.data == expected.encode() and elapsed <= URL_CHECK_DEADLINE_S
+        return VerifyResult(ok, expected, res.status, _text(res), elapsed)
 
     def close(self) -> None:
-        """Close the HTTP session."""
-        self._http.close()
+        """Close the kept-open connections."""
+        self._http.clear()
+
+
+def _text(res: urllib3.BaseHTTPResponse) -> str:
+    """The body as text, in the charset the answer names (UTF-8 when it names none)."""
+    content_type = res.headers.get("Content-Type", "")
+    charset = content_type.partition("charset=")[2].split(";")[0].strip() or "utf-8"
+    try:
+        return res.data.decode(charset, "replace")
+    except LookupError:
+        return res.data.decode("utf-8", "replace")

@@ -9,7 +9,6 @@ from dataclasses import asdict
 from types import TracebackType
 from typing import Any
 
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from bot.wecom.crypto import CallbackCrypto
@@ -17,23 +16,14 @@ from bot.wecom.simulator import controls
 from bot.wecom.simulator.callbacks import CallbackResult, CallbackSender, VerifyResult
 from bot.wecom.simulator.config import SimulatorConfig
 from bot.wecom.simulator.corp import ApiCall, SimulatedCorp, errmsg
+from bot.wecom.simulator.keepalive import KeepAliveRequestHandler, KeepAliveServer
 from bot.wecom.simulator.parts import Outgoing
 
 log = logging.getLogger(__name__)
 
 _API_PREFIX = "/cgi-bin/"
 _CONTROL_PREFIX = "/_sim/"
-_MAX_BODY = 2 * 1024 * 1024
-
-
-class _LoggingHandler(WSGIRequestHandler):
-    """Sends werkzeug's per-request lines to this module's logger instead of stderr."""
-
-    protocol_version = "HTTP/1.1"  # keep-alive, as WeCom's API servers do
-
-    def log(self, type: str, message: str, *args: Any) -> None:
-        """Log a request line at DEBUG and server errors at WARNING."""
-        log.log(logging.WARNING if type == "error" else logging.DEBUG, message, *args)
+_MAX_BODY = KeepAliveRequestHandler.max_body
 
 
 def _json_response(status: int, body: Any) -> Response:
@@ -50,7 +40,7 @@ class Simulator(SimulatedCorp):
         self.crypto = CallbackCrypto(self.config.token, self.config.encoding_aes_key, self.config.corp_id)
         self._stopping = threading.Event()
         self._callbacks = CallbackSender(self.crypto, self.config.corp_id, self._stopping)
-        self._server: BaseWSGIServer | None = None
+        self._server: KeepAliveServer | None = None
         self._thread: threading.Thread | None = None
         self._bot_url: str | None = None
         self._bot_options: dict[str, Any] = {}
@@ -62,9 +52,8 @@ class Simulator(SimulatedCorp):
         if self._server is not None:
             return self.base_url
         self._stopping.clear()
-        server = make_server(
-            self.host, self.port, self.wsgi_app, threaded=True, request_handler=_LoggingHandler
-        )
+        # Keep-alive, as WeCom's API servers do: a pooled client reuses its connections.
+        server = KeepAliveServer(self.host, self.port, self.wsgi_app)
         self._server = server
         self.port = server.server_port
         self._thread = threading.Thread(
@@ -79,6 +68,7 @@ class Simulator(SimulatedCorp):
         self._stopping.set()
         if self._server is not None:
             self._server.shutdown()
+            self._server.close_connections()
             self._server.server_close()
             self._server = None
         if self._thread is not None:
@@ -94,6 +84,11 @@ class Simulator(SimulatedCorp):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+    @property
+    def connections_accepted(self) -> int:
+        """TCP connections accepted so far (a pooled client reuses one for many calls)."""
+        return self._server.accepted if self._server is not None else 0
 
     @property
     def base_url(self) -> str:
