@@ -125,6 +125,9 @@ class CampaignRun(Base):
     occurrence: Mapped[datetime] = mapped_column(UTCDateTime)  # the scheduled time
     status: Mapped[str] = mapped_column(String(16), default=RunStatus.PENDING)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The same reason as a code and its values, so the console can word it in the reader's language.
+    reason_code: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    reason_params: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_by: Mapped[str] = mapped_column(String(128))  # scheduler instance, or a person for manual runs
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     planned_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -42,6 +42,8 @@ class CampaignPreview(Base):
     # When done, the plan's verdict: "planned", or "skipped"/"failed" with the reason it sends nothing.
     outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reason_code: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    reason_params: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # as CampaignRun.counts
     tasks: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)  # [{"sender", "recipients"}]
     message: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # text, script, approval

@@ -15,15 +15,24 @@ from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
 from bot.campaigns import catalog
+from bot.campaigns import planner as planner_module
 from bot.campaigns.controls import switch_state
 from bot.campaigns.planner import plan_run
 from bot.campaigns.previews import PreviewRunner
 from bot.console import texts
 from bot.console.blueprint import SHANGHAI
+from bot.scheduler import service as scheduler_service
 from bot.services import Services
 from models.audit import AuditEntry
 from models.base import utcnow
-from models.campaigns import Campaign, CampaignStatus, Course, CourseAttendance, CourseRegistration
+from models.campaigns import (
+    Campaign,
+    CampaignRun,
+    CampaignStatus,
+    Course,
+    CourseAttendance,
+    CourseRegistration,
+)
 from scripts_library import catalogue as cat
 from tests.scripts_fixtures import approved
 from tests.test_console_auth import Console, make_app
@@ -87,6 +96,38 @@ def test_campaign_page_shows_audience_size_and_run_history_with_outcomes(service
     assert "已规划" in runs and "2026-11-23 08:30" in runs
     assert "排队中 8" in runs  # the eight member customers' mass-send deliveries
     assert signed_in(app, "olivia").get("/console/campaigns/nope").status_code == 404
+
+
+def test_why_a_run_sent_nothing_is_worded_in_chinese(services: Services) -> None:
+    app = _setup(services)
+    saturday, sunday = TUESDAY + timedelta(days=4), TUESDAY + timedelta(days=5)
+    with services.db.transaction() as session:
+        camp = session.scalars(select(Campaign).where(Campaign.key == "morning")).one()
+        holiday = run(session, camp, saturday)
+        legacy = CampaignRun(
+            campaign_id=camp.id,
+            occurrence=sunday,
+            status="skipped",
+            reason="legacy reason text",
+            created_by="t",
+        )
+        session.add(legacy)  # a run stored before reasons had codes keeps its own words
+    plan_run(services.db, services.settings, holiday, now=saturday)
+    with services.db.read() as session:
+        stored = session.get(CampaignRun, holiday)
+        assert stored is not None and stored.reason == "2026-11-28 is not a trading day"
+        assert (stored.reason_code, stored.reason_params) == ("not_trading_day", {"day": "2026-11-28"})
+    page = _text(signed_in(app, "olivia").get("/console/campaigns/morning"))
+    reasons = re.findall(r'data-testid="run-reason">([^<]*)<', page)
+    assert "2026-11-28 不是交易日" in reasons and "legacy reason text" in reasons
+    assert "is not a trading day" not in page
+
+
+def test_every_run_reason_code_the_planner_and_scheduler_store_has_a_console_text() -> None:
+    sources = inspect.getsource(planner_module) + inspect.getsource(scheduler_service)
+    stored = set(re.findall(r'code="([a-z_]+)"', sources)) | set(re.findall(r'code = "([a-z_]+)"', sources))
+    assert {"not_trading_day", "blocked", "held_for_review", "campaign_paused", "missed"} <= stored
+    assert stored <= set(texts.RUN_REASONS)
 
 
 def test_preview_shows_the_exact_text_and_pages_recipients_masked_for_operators(services: Services) -> None:

@@ -20,11 +20,12 @@ from bot.delivery.outbox import enqueue
 from bot.delivery.review import discard, release
 from bot.handoff import commands, flow
 from bot.handoff.actions import HandoffCalls
+from bot.handoff.brief import reason_line
 from bot.handoff.flow import Desk, accept, decline, offer, silenced, time_out
 from bot.handoff.managers import ManagerFields, add_manager
 from bot.handoff.sla import HandoffSweeper
 from bot.kf.replies import refusal
-from bot.leads.scoring import evaluate
+from bot.leads.scoring import ScoreItem, evaluate
 from bot.leads.timeline import timeline
 from bot.wecom.errors import WeComAPIError
 from models.alerts import Alert
@@ -780,3 +781,13 @@ def test_typed_command_is_answered_by_app_message(session: Session, hsettings: S
     assert (
         session.scalars(select(Delivery).where(Delivery.purpose_key == "handoff_command:43")).first() is None
     )
+
+
+def test_the_brief_words_decay_and_caps_for_the_manager_in_chinese() -> None:
+    at = NOW - 30 * 24 * 60 * MIN
+    fresh = ScoreItem("subscribed", "", NOW, 5, 5, 5, "订阅早报 +5", label="订阅早报", cap=5)
+    old = ScoreItem("replied", "", at, 20, 10, 10, "x", label="你好 发来消息", cap=30)
+    capped = ScoreItem("registered", "", at, 40, 30, 25, "x", label="报名直播课「ETF」", cap=25)
+    assert reason_line(fresh) == "订阅早报 +5"
+    assert reason_line(old) == "你好 发来消息 +10（由 20 衰减）"
+    assert reason_line(capped) == "报名直播课「ETF」 +25（由 40 衰减；已达上限 25）"

@@ -166,6 +166,9 @@ class RunPlan:
     variants: list[Message] = field(default_factory=list)
     tasks: list[TaskSummary] = field(default_factory=list)
     recipients: list[PlannedRecipient] = field(default_factory=list)
+    # `reason` as a code and its values (see _Stopped), for wording it in the reader's language.
+    reason_code: str | None = None
+    reason_params: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (times as ISO 8601 UTC)."""
@@ -392,11 +395,16 @@ class _Prepared:
 
 @dataclass(frozen=True)
 class _Stopped:
-    """The run sends nothing: skipped (a policy said no) or failed (the campaign is misconfigured)."""
+    """The run sends nothing: skipped (a policy said no) or failed (the campaign is misconfigured).
+
+    `code` and `params` say the same as `reason`, for the console to word in the reader's language.
+    """
 
     status: str
     reason: str
     message: Message | None = None
+    code: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 def shanghai_date_text(day: date) -> str:
@@ -450,21 +458,25 @@ def _prepare(
     where = f"campaign {campaign.key!r} at {occurrence.astimezone(SHANGHAI):%Y-%m-%d %H:%M} Shanghai"
     detail = {"campaign": campaign.key, "run": run_id, "occurrence": occurrence.isoformat()}
     if campaign.status != CampaignStatus.ACTIVE:
-        return _Stopped(skipped, f"campaign {campaign.status}")
+        return _Stopped(skipped, f"campaign {campaign.status}", code="campaign_status",
+                        params={"status": campaign.status})  # fmt: skip
     switch = switch_state(session, SENDING)
     if switch.on:
-        return _Stopped(skipped, f"sending stopped by {switch.changed_by}: {switch.reason}")
+        stopped = {"by": switch.changed_by, "reason": switch.reason}
+        return _Stopped(skipped, f"sending stopped by {switch.changed_by}: {switch.reason}",
+                        code="sending_stopped", params=stopped)  # fmt: skip
     day = occurrence.astimezone(SHANGHAI).date()
     trading_only = (
         campaign.kind == CampaignKind.MORNING_REPORT or campaign.schedule_kind == ScheduleKind.TRADING_DAYS
     )
     if trading_only and not TradingCalendar.load(session).is_trading_day(day):
-        return _Stopped(skipped, f"{day} is not a trading day")
+        return _Stopped(skipped, f"{day} is not a trading day", code="not_trading_day",
+                        params={"day": day.isoformat()})  # fmt: skip
     try:
         audience = AudienceFilter.for_campaign(campaign)
     except AudienceError as exc:
         _alert(session, at, "run.misconfigured", "warning", "operator", f"{where}: {exc}", **detail)
-        return _Stopped(failed, str(exc))
+        return _Stopped(failed, str(exc), code="audience", params={"error": str(exc)})
     values: dict[str, dict[str, Any]] = {
         "firm": {"name": settings.compliance.firm_name, "opt_out": settings.compliance.opt_out_instruction}
     }
@@ -475,7 +487,7 @@ def _prepare(
         if course is None:
             reason = "course campaign without a course"
             _alert(session, at, "run.misconfigured", "warning", "operator", f"{where}: {reason}", **detail)
-            return _Stopped(failed, reason)
+            return _Stopped(failed, reason, code="no_course")
         values["course"] = course_values(course)
     try:
         current = live(session, campaign.script_key, at)
@@ -490,13 +502,15 @@ def _prepare(
             script=campaign.script_key,
             **detail,
         )
-        return _Stopped(skipped, f"no approved script: {exc}")
+        return _Stopped(skipped, f"no approved script: {exc}", code="no_approved_script",
+                        params={"script": campaign.script_key})  # fmt: skip
     script = current.base[0]
     expected = SCRIPT_KINDS.get(campaign.kind)
     if script.kind != expected:
         reason = f"script {campaign.script_key!r} is a {script.kind} script; {campaign.kind} sends {expected}"
         _alert(session, at, "run.misconfigured", "warning", "operator", f"{where}: {reason}", **detail)
-        return _Stopped(failed, reason)
+        kinds = {"script": campaign.script_key, "script_kind": script.kind, "wanted": expected or ""}
+        return _Stopped(failed, reason, code="wrong_script_kind", params=kinds)
     policy = policy_from_settings(settings.compliance)
     # One text per version sent: the version, or every live arm of an A/B test (each checked alike).
     versions = [arm.sendable for arm in current.arms] if current.testing else [current.base]
@@ -507,10 +521,12 @@ def _prepare(
                 session, chosen, values, policy, at, recipient=f"campaign:{campaign.key}"
             )
         except MessageBlocked as exc:  # compose has alerted operators and compliance
-            return _Stopped(skipped, str(exc))
+            rules = sorted({f.rule_id for f in exc.result.findings if f.severity == "block"})
+            blocked = {"script": campaign.script_key, "version": chosen[1].number, "rules": ", ".join(rules)}
+            return _Stopped(skipped, str(exc), code="blocked", params=blocked)
         except RenderError as exc:
             _alert(session, at, "run.misconfigured", "warning", "operator", f"{where}: {exc}", **detail)
-            return _Stopped(failed, str(exc))
+            return _Stopped(failed, str(exc), code="render_error", params={"error": str(exc)})
         message = _message(campaign.script_key, composed)
         if composed.held:
             _alert(
@@ -525,7 +541,7 @@ def _prepare(
                 lint=composed.lint.to_dict(),
                 **detail,
             )
-            return _Stopped(skipped, HELD_FOR_REVIEW, message)
+            return _Stopped(skipped, HELD_FOR_REVIEW, message, code="held_for_review")
         messages[composed.version.id] = message
     quiet = in_quiet_hours(settings.campaigns.quiet_window(), at)
     first = messages[versions[0][1].id]
@@ -976,7 +992,8 @@ def load_plan(session: Session, run_id: int, with_recipients: bool = False) -> R
     if found is None:
         raise PlanError(f"no run {run_id}")
     run, key = found
-    plan = RunPlan(key, run.occurrence, run.id, run.status, run.reason, counts=dict(run.counts or {}))
+    plan = RunPlan(key, run.occurrence, run.id, run.status, run.reason, counts=dict(run.counts or {}),
+                   reason_code=run.reason_code, reason_params=run.reason_params)  # fmt: skip
     plan.tasks = _stored_tasks(session, run_id)
     if with_recipients:
         plan.recipients = list(_stored_recipients(session, run_id))
@@ -1049,8 +1066,10 @@ def plan_run(
         prepared = _prepare(session, settings, row, run.occurrence, at, run_id)
         if isinstance(prepared, _Stopped):
             run.status, run.reason, run.planned_at = prepared.status, prepared.reason, now
+            run.reason_code, run.reason_params = prepared.code or None, prepared.params or None
             run.counts = {}
-            return RunPlan(row.key, run.occurrence, run_id, run.status, run.reason, message=prepared.message)
+            return RunPlan(row.key, run.occurrence, run_id, run.status, run.reason, message=prepared.message,
+                           reason_code=run.reason_code, reason_params=run.reason_params)  # fmt: skip
     planner = _Planner(settings, prepared, run_id, dry_run=False)
     after_id = 0
     while True:
@@ -1069,6 +1088,7 @@ def plan_run(
             return load_plan(session, run_id)
         counts = _stored_counts(session, run_id)
         run.status, run.planned_at, run.counts, run.reason = RunStatus.PLANNED, now, counts, None
+        run.reason_code, run.reason_params = None, None
         for task in session.scalars(
             select(MassTask).where(MassTask.run_id == run_id, MassTask.next_check_at == NOT_DUE)
         ):
@@ -1122,7 +1142,8 @@ def _dry(
         prepared = _prepare(session, settings, campaign, occurrence, at, run_id)
     if isinstance(prepared, _Stopped):
         return RunPlan(key, occurrence, run_id, prepared.status, prepared.reason, dry_run=True,
-                       message=prepared.message)  # fmt: skip
+                       message=prepared.message, reason_code=prepared.code or None,
+                       reason_params=prepared.params or None)  # fmt: skip
     planner = _Planner(settings, prepared, run_id, dry_run=True)
     after_id = 0
     while True:

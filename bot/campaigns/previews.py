@@ -137,6 +137,8 @@ def stored_plan(preview: CampaignPreview, campaign_key: str) -> RunPlan:
         counts=dict(preview.counts or {}),
         tasks=[TaskSummary(t["sender"], t["recipients"]) for t in preview.tasks or []],
         variants=variants,
+        reason_code=preview.reason_code,
+        reason_params=preview.reason_params,
     )
 
 
@@ -308,6 +310,7 @@ class PreviewRunner:
                 return True
             self._close(row, PreviewStatus.DONE)
             row.outcome, row.reason = plan.status, plan.reason
+            row.reason_code, row.reason_params = plan.reason_code, plan.reason_params
             row.counts = plan.counts
             row.tasks = [asdict(t) for t in plan.tasks]
             row.message = (

@@ -20,6 +20,7 @@ from bot.console.texts import (
     DELIVERY_STATUS_LABELS,
     RUN_STATUS_LABELS,
     SKIP_LABELS,
+    run_reason,
     timeline_line,
 )
 from models.users import Role
@@ -69,6 +70,7 @@ def _template_globals() -> dict[str, Any]:
         "run_status_label": lambda status: str(RUN_STATUS_LABELS.get(status, status)),
         "skip_label": lambda reason: str(SKIP_LABELS.get(reason, reason)),
         "timeline_line": timeline_line,
+        "run_reason": run_reason,
     }
 
 

@@ -369,6 +369,38 @@ def _worded(
     return str(text) % {name: _shown(value, labels.get(name)) for name, value in (params or {}).items()}
 
 
+# Why a campaign run (or its dry run) sends nothing, by the code the planner and scheduler store.
+RUN_REASONS: dict[str, LazyString] = {
+    "campaign_status": _l("the campaign is %(status)s"),
+    "campaign_paused": _l("the campaign was paused"),
+    "sending_stopped": _l("all sending stopped by %(by)s: %(reason)s"),
+    "not_trading_day": _l("%(day)s is not a trading day"),
+    "audience": _l("the audience cannot be used: %(error)s"),
+    "no_course": _l("a course campaign without a course"),
+    "no_approved_script": _l("no approved version of script %(script)s is valid at send time"),
+    "wrong_script_kind": _l("script %(script)s is a %(script_kind)s script; this campaign sends %(wanted)s"),
+    "blocked": _l("the final text of %(script)s v%(version)s was blocked by %(rules)s"),
+    "render_error": _l("the script could not be filled in: %(error)s"),
+    "held_for_review": _l(
+        "the final text needs compliance review, and a mass text cannot be held per customer"
+    ),
+    "missed": _l("missed: the scheduler was not running at %(at)s"),
+}
+_RUN_REASON_VALUES: dict[str, Mapping[Any, LazyString]] = {
+    "status": CAMPAIGN_STATUS_WORDS,
+    "script_kind": KIND_LABELS,
+    "wanted": KIND_LABELS,
+}
+
+
+def run_reason(code: str | None, params: Mapping[str, Any] | None, fallback: str | None) -> str:
+    """Why a run sends nothing, in the reader's language; runs stored before codes keep their text."""
+    values = dict(params or {})
+    if code == "missed" and isinstance(values.get("at"), str):
+        values["at"] = datetime.fromisoformat(values["at"])
+    return _worded(RUN_REASONS, code, values, fallback or "", _RUN_REASON_VALUES)
+
+
 def stage_reason(code: str | None, params: Mapping[str, Any] | None, fallback: str) -> str:
     """Why a lead changed stage in the reader's language; free text (and old rows) as stored."""
     return _worded(STAGE_REASONS, code, params, fallback, {})

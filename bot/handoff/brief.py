@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from bot.config import Settings
 from bot.leads.masking import mask
-from bot.leads.scoring import CUSTOMER_MESSAGE_KINDS, score
+from bot.leads.scoring import CUSTOMER_MESSAGE_KINDS, ScoreItem, score
 from models.campaigns import Course, CourseAttendance
 from models.handoff import AccountManager, Handoff
 from models.inbox import InboundEvent
@@ -93,6 +93,16 @@ def courses_attended(session: Session, lead: Lead) -> tuple[str, ...]:
     return tuple(f"《{title}》{minutes}分钟" for title, minutes in rows)
 
 
+def reason_line(item: ScoreItem) -> str:
+    """One scored fact in the manager's words, e.g. 订阅早报 +10（由 20 衰减；已达上限 30）."""
+    notes = []
+    if item.was_decayed:
+        notes.append(f"由 {item.awarded} 衰减")
+    if item.was_capped:
+        notes.append(f"已达上限 {item.cap}")
+    return f"{item.label} +{item.points}" + (f"（{'；'.join(notes)}）" if notes else "")
+
+
 def build(session: Session, lead: Lead, reason: str, settings: Settings, now: datetime) -> Brief:
     """Assemble the brief of a lead as of `now`."""
     current = score(session, lead, now, settings=settings.scoring)
@@ -102,7 +112,7 @@ def build(session: Session, lead: Lead, reason: str, settings: Settings, now: da
         hook_code=lead.hook_code or "无",
         score=current.total,
         threshold=current.threshold,
-        reasons=tuple(current.explain()[:MAX_REASONS]),
+        reasons=tuple(reason_line(item) for item in current.ranked()[:MAX_REASONS]),
         qualified_because=reason,
         courses=courses_attended(session, lead),
         last_messages=last_messages(session, lead, settings.handoff.brief_messages),

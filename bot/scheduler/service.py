@@ -421,15 +421,20 @@ class SchedulerService:
                     return None
                 late = now - occurrence
                 status, reason, missed = RunStatus.PENDING, None, False
+                code: str | None = None
                 if campaign.status == CampaignStatus.PAUSED:
                     status, reason = RunStatus.SKIPPED, PAUSED_REASON
+                    code = "campaign_paused"
                 elif late > grace:
                     status, reason, missed = RunStatus.SKIPPED, missed_reason(occurrence), True
+                    code = "missed"
                 run = CampaignRun(
                     campaign_id=campaign.id,
                     occurrence=occurrence,
                     status=status,
                     reason=reason,
+                    reason_code=code,
+                    reason_params={"at": occurrence.isoformat()} if missed else None,
                     created_by=self.instance_id,
                     created_at=now,
                 )
