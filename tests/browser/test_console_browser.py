@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from selenium.common.exceptions import WebDriverException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
@@ -32,7 +32,19 @@ def wait(browser: WebDriver, seconds: float = 8) -> WebDriverWait:  # type: igno
 def follow(browser: WebDriver, element: WebElement) -> None:
     """Click something that loads a new page and wait until the old one is gone."""
     element.click()
-    wait(browser).until(ec.staleness_of(element))
+    wait(browser).until(lambda _: _gone(element))
+
+
+def _gone(element: WebElement) -> bool:
+    """Whether the element's page has been replaced. Chromium reports a node caught mid-replacement
+    as "does not belong to the document" rather than as stale; both mean the old page is gone."""
+    try:
+        element.is_enabled()
+    except WebDriverException as exc:
+        if isinstance(exc, StaleElementReferenceException) or "does not belong to the document" in str(exc):
+            return True
+        raise
+    return False
 
 
 def sign_in(live: LiveConsole, username: str, password: str | None = None) -> None:
