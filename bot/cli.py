@@ -180,7 +180,7 @@ def _stop_on_signal(stop: threading.Event) -> None:
 
 
 def _wait_for_signal(stop: threading.Event) -> None:
-    _stop_on_signal(stop)
+    """Block until `stop` is set (by the handler `_stop_on_signal` installed)."""
     while not stop.wait(0.5):
         pass
 
@@ -207,11 +207,12 @@ def run(
     settings = services.settings
     _serve_metrics(services, metrics_host, metrics_port)
     runtime = EmbeddedRuntime(services, host or settings.web.host, port or settings.web.port, workers=workers)
+    stop = threading.Event()
+    _stop_on_signal(stop)  # before anything starts: a signal that comes early still stops cleanly
     runtime.start()
     click.echo(
         f"wecom-bot serving on {runtime.url} (callback URL {runtime.url}/wecom/callback); Ctrl-C stops"
     )
-    stop = threading.Event()
     try:
         _wait_for_signal(stop)
     finally:
@@ -296,6 +297,7 @@ def worker(
         )
         mass = MassTaskDispatcher(services.settings, services.db, services.coordinator, services.client)
         runners.append(threading.Thread(target=mass.run_forever, args=(stop,), name="mass-send", daemon=True))
+    _stop_on_signal(stop)  # before the threads start: a signal that comes early still stops cleanly
     for thread in runners:
         thread.start()
     try:
