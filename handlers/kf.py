@@ -6,8 +6,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bot.campaigns.courses import register, upcoming_course
 from bot.delivery.outbox import cancel_pending
@@ -30,6 +28,7 @@ from bot.wecom.events import (
     KfServicerMessage,
     KfSessionStatusChange,
 )
+from models.bulk import conflict_insert
 from models.deliveries import Channel, Delivery, DeliveryStatus
 from models.kf import IntentSignal, KfConversation, KfCursor
 from models.leads import HookCode, Lead
@@ -57,9 +56,9 @@ def kf_callback(event: Event, ctx: HandlerContext) -> None:
     """Record a pending pull for the kf account (bursts coalesce into one row) and wake the syncer."""
     assert isinstance(event, KfMsgOrEvent)
     values = {"token": event.token, "token_at": ctx.now, "requested_at": ctx.now}
-    dialect = ctx.session.get_bind().dialect.name
-    make_insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = make_insert(KfCursor).values(open_kfid=event.open_kfid, cursor="", pulled=0, failures=0, **values)
+    stmt = conflict_insert(ctx.session, KfCursor).values(
+        open_kfid=event.open_kfid, cursor="", pulled=0, failures=0, **values
+    )
     ctx.session.execute(stmt.on_conflict_do_update(index_elements=["open_kfid"], set_=values))
     ctx.wake_after_commit.add(KF_WAKE_CHANNEL)
 

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import JSON, ColumnElement, Table, any_, bindparam, func, insert, select, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import InstrumentedAttribute, Session
@@ -151,6 +152,13 @@ def _copy(
                     values[i] = seen[1]
             values += constants
             copy.write_row(values)
+
+
+def conflict_insert(session: Session, model: type[Base] | Table) -> Any:
+    """An INSERT of this session's dialect that takes ON CONFLICT (PostgreSQL's or SQLite's), for
+    writes a unique key makes idempotent."""
+    make = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    return make(table_of(model))
 
 
 def one_of(

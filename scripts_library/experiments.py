@@ -13,10 +13,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from models.bulk import table_of
+from models.bulk import conflict_insert
 from models.scripts import Approval, Script, ScriptVersion
 from models.variants import (
     ExperimentStatus,
@@ -146,8 +145,7 @@ def store(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """
     if not rows:
         return
-    table = table_of(VariantAssignment)
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(table).on_conflict_do_nothing(index_elements=["experiment_id", "lead_id"])
+    stmt = conflict_insert(session, VariantAssignment).on_conflict_do_nothing(
+        index_elements=["experiment_id", "lead_id"]
+    )
     session.execute(stmt, list(rows))

@@ -13,13 +13,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from bot.config import ComplianceSettings
 from models.audit import AuditEntry
 from models.base import utcnow
+from models.bulk import conflict_insert
 from models.campaigns import Course, CourseAttendance, CourseRegistration
 from models.leads import Lead
 from models.users import Role, User
@@ -164,12 +163,6 @@ def upcoming_course(session: Session, now: datetime) -> Course | None:
     return session.scalars(stmt).first()
 
 
-def _insert(session: Session, model: type[CourseRegistration] | type[CourseAttendance]) -> Any:
-    """A dialect INSERT that supports ON CONFLICT (the unique keys make these writes idempotent)."""
-    make = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    return make(model)
-
-
 def register(
     session: Session, course: Course, lead: Lead, channel: str, now: datetime, actor: str = "bot"
 ) -> bool:
@@ -178,7 +171,7 @@ def register(
         channels = ", ".join(sorted(REGISTRATION_CHANNELS))
         raise CourseError(f"channel: one of {channels}", "course.channel", channels=channels)
     stmt = (
-        _insert(session, CourseRegistration)
+        conflict_insert(session, CourseRegistration)
         .values(course_id=course.id, lead_id=lead.id, channel=channel, registered_at=now)
         .on_conflict_do_nothing(index_elements=["course_id", "lead_id"])
         .returning(CourseRegistration.id)
@@ -355,7 +348,7 @@ def import_attendance(
         else:
             created += 1
         stmt = (
-            _insert(session, CourseAttendance)
+            conflict_insert(session, CourseAttendance)
             .values(course_id=course.id, lead_id=lead_id, minutes=minutes, imported_at=now)
             .on_conflict_do_update(
                 index_elements=["course_id", "lead_id"], set_={"minutes": minutes, "imported_at": now}

@@ -274,10 +274,13 @@ def version_approve(key: str, number: int) -> Response:
     """Approve a submitted version; the catalogue refuses authors, blocks and other roles."""
     form = ApproveForm()
     if not form.validate_on_submit():
-        for errors in form.errors.values():
-            for error in errors:
-                flash(str(error), "error")
+        _flash_form_errors(form)
         return _back(key, number)
+    return _approve(key, number, form, _("v%(n)d approved.", n=number))
+
+
+def _approve(key: str, number: int, form: Any, done: str, **variant: Any) -> Response:
+    """Approve with the validity window and reason from a checked form (and, for a variant, its weight)."""
     try:
         with services().db.transaction() as session:
             cat.approve(
@@ -289,11 +292,12 @@ def version_approve(key: str, number: int) -> Response:
                 valid_from=_utc(form.valid_from.data),
                 valid_until=_utc(form.valid_until.data),
                 reason=form.reason.data or "",
+                **variant,
             )
     except cat.WorkflowError as exc:
         flash(_("Not approved: %(reason)s", reason=str(exc)), "error")
     else:
-        flash(_("v%(n)d approved.", n=number), "success")
+        flash(done, "success")
     return _back(key, number)
 
 
@@ -335,25 +339,8 @@ def version_approve_variant(key: str, number: int) -> Response:
         return _back(key, number)
     weight = form.weight.data
     assert weight is not None
-    try:
-        with services().db.transaction() as session:
-            cat.approve(
-                session,
-                key,
-                number,
-                current_user().username,
-                lint_policy(),
-                valid_from=_utc(form.valid_from.data),
-                valid_until=_utc(form.valid_until.data),
-                reason=form.reason.data or "",
-                as_variant=True,
-                weight=weight,
-            )
-    except cat.WorkflowError as exc:
-        flash(_("Not approved: %(reason)s", reason=str(exc)), "error")
-    else:
-        flash(_("v%(n)d approved as an A/B variant with weight %(w)d.", n=number, w=weight), "success")
-    return _back(key, number)
+    done = _("v%(n)d approved as an A/B variant with weight %(w)d.", n=number, w=weight)
+    return _approve(key, number, form, done, as_variant=True, weight=weight)
 
 
 @bp.route("/scripts/<key>/v/<int:number>/weight", methods=["POST"])

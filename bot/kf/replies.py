@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import select
 
 from bot.handoff.flow import silenced
 from bot.routing import HandlerContext
+from models.bulk import conflict_insert
 from models.deliveries import Channel, Delivery, DeliveryStatus
 from models.kf import KfConversation
 from models.leads import Lead
@@ -33,9 +32,8 @@ def conversation(ctx: HandlerContext, open_kfid: str, external_user_id: str) -> 
     if conv is None:
         # Two workers may meet a customer's first messages at once (a lock on a missing row locks
         # nothing): insert if still absent, then lock whichever row won.
-        make_insert = pg_insert if ctx.session.get_bind().dialect.name == "postgresql" else sqlite_insert
         ctx.session.execute(
-            make_insert(cast(Table, KfConversation.__table__))
+            conflict_insert(ctx.session, KfConversation)
             .values(
                 open_kfid=open_kfid, external_user_id=external_user_id, replies_since=0, updated_at=ctx.now
             )

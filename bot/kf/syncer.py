@@ -13,8 +13,6 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from bot.config import Settings
@@ -27,6 +25,7 @@ from bot.wecom.errors import WeComAPIError
 from bot.wecom.events import KF_MARKER, parse_kf_message
 from bot.worker import backoff_delay
 from models.base import utcnow
+from models.bulk import conflict_insert
 from models.inbox import InboundEvent
 from models.kf import KfCursor
 
@@ -67,9 +66,8 @@ def insert_pulled(session: Session, corp_id: str, open_kfid: str, message: dict[
     payload.setdefault("open_kfid", open_kfid)
     event = parse_kf_message(payload)
     table = cast(Table, InboundEvent.__table__)
-    make_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     stmt = (
-        make_insert(table)
+        conflict_insert(session, table)
         .values(
             dedupe_key=event.dedupe_key,
             kind=event.kind,

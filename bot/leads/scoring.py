@@ -11,13 +11,12 @@ from typing import cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Table, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from bot.config import ScoringSettings
 from bot.leads.stages import Stage, transition
 from models.audit import AuditEntry
+from models.bulk import conflict_insert
 from models.campaigns import Course, CourseAttendance, CourseRegistration
 from models.inbox import InboundEvent
 from models.kf import IntentSignal
@@ -233,10 +232,9 @@ def record(
         raise ScoringError("source_ref must name the fact (e.g. course:12), so it scores only once")
     if lead.id is None:
         session.flush()
-    make_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     table = cast(Table, ScoreEvent.__table__)
     stmt = (
-        make_insert(table)
+        conflict_insert(session, table)
         .values(
             lead_id=lead.id,
             kind=kind,
