@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import JSON, ColumnElement, Table, any_, bindparam, func, insert, select, text
+from sqlalchemy import JSON, ColumnElement, Table, Text, any_, bindparam, cast, func, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
@@ -37,29 +38,77 @@ def insert_rows(session: Session, model: type[Base] | Table, rows: Sequence[Mapp
     """
     if not rows:
         return
-    table = table_of(model)
-    bind = session.get_bind()
-    if bind.dialect.name != "postgresql" or len(rows) < COPY_MIN_ROWS:
-        session.execute(insert(table), list(rows))
+    if session.get_bind().dialect.name != "postgresql" or len(rows) < COPY_MIN_ROWS:
+        session.execute(insert(table_of(model)), list(rows))
         return
-    first = rows[0]
-    names = list(first)
-    common = {name: first[name] for name in names if all(row[name] is first[name] for row in rows)}
-    shared = dict(common)
-    shared.update(
-        (c.name, c.default.arg)
+    insert_columns(session, model, {}, {name: [row[name] for row in rows] for name in rows[0]})
+
+
+def insert_columns(
+    session: Session,
+    model: type[Base] | Table,
+    shared: Mapping[str, Any],
+    varying: Mapping[str, Sequence[Any]],
+) -> None:
+    """Insert rows given by column: `shared` values are the same in every row, `varying` holds one
+    equally long list per other column (a planner builds its batch this way, with no dict per row).
+
+    The PostgreSQL form of `insert_rows`; elsewhere the columns are zipped into rows for one executemany.
+    """
+    table = table_of(model)
+    counts = {len(values) for values in varying.values()}
+    if len(counts) > 1:
+        raise ValueError(f"insert_columns: columns of different lengths {sorted(counts)}")
+    overlap = sorted(shared.keys() & varying.keys())
+    if overlap:
+        raise ValueError(f"insert_columns: {', '.join(overlap)} both shared and varying")
+    count = counts.pop() if counts else 0
+    if not count:
+        return
+    bind = session.get_bind()
+    driver = session.connection().connection.driver_connection if bind.dialect.name == "postgresql" else None
+    # In a pipeline every insert takes the driver's own path (SQLAlchemy would wait for its results).
+    if driver is None or (count < COPY_MIN_ROWS and not driver.pgconn.pipeline_status):
+        names = list(varying)
+        rows = [
+            {**shared, **dict(zip(names, values, strict=True))}
+            for values in zip(*varying.values(), strict=True)
+        ]
+        session.execute(insert(table), rows)
+        return
+    # A column holding the same object in every row (a batch's text, script, timestamps) is sent once.
+    same = [name for name, values in varying.items() if all(v is values[0] for v in values)]
+    if len(same) == len(varying):  # identical rows: one column still carries the row count
+        same.pop()
+    shared = {**shared, **{name: varying[name][0] for name in same}}
+    varying = {name: values for name, values in varying.items() if name not in shared}
+    given = {*shared, *varying}
+    defaults = {
+        c.name: c.default.arg
         for c in table.columns
-        if c.name not in first and isinstance(c.default, ScalarElementColumnDefault)
-    )
-    varying = [name for name in names if name not in shared]
-    driver = session.connection().connection.driver_connection
-    assert driver is not None
+        if c.name not in given and isinstance(c.default, ScalarElementColumnDefault)
+    }
+    everything = {**shared, **defaults}
     with driver.cursor() as cursor:
-        if common and varying:
-            statement, params = _unnest_insert(table, bind.dialect, rows, varying, shared)
+        if shared or driver.pgconn.pipeline_status:  # COPY cannot run in a pipeline
+            statement, params = _unnest_insert(table, bind.dialect, varying, everything)
             cursor.execute(statement, params)
         else:
-            _copy(cursor, table, bind.dialect, rows, names, shared)
+            _copy(cursor, table, bind.dialect, varying, defaults)
+
+
+@contextmanager
+def pipelined(session: Session) -> Iterator[None]:
+    """Bulk writes inside go to PostgreSQL without waiting for one another (pipeline mode), so the
+    server writes one while Python prepares the next; an error is raised by the end of the block.
+    Elsewhere it changes nothing."""
+    if session.get_bind().dialect.name != "postgresql":
+        yield
+        return
+    driver = session.connection().connection.driver_connection
+    assert driver is not None
+    with driver.pipeline():
+        yield
 
 
 def _processor(table: Table, name: str, dialect: Dialect) -> Callable[[Any], Any] | None:
@@ -67,46 +116,83 @@ def _processor(table: Table, name: str, dialect: Dialect) -> Callable[[Any], Any
     return json.dumps if isinstance(column_type, JSON) else column_type.bind_processor(dialect)
 
 
-def _converted(processor: Callable[[Any], Any] | None, values: list[Any]) -> list[Any]:
-    """`values` as the driver wants them; a batch mostly repeats objects, so each is converted once."""
+def _converted(processor: Callable[[Any], Any] | None, values: Sequence[Any]) -> Sequence[Any]:
+    """`values` as the driver wants them; a batch repeats a few objects (a task's params, one
+    timestamp), so each distinct object is converted once."""
     if processor is None:
         return values
+    done: dict[int, Any] = {}  # by id(): every value is alive in `values` meanwhile
     out: list[Any] = []
-    last: Any = _converted  # nothing equals this marker
-    done: Any = None
     for value in values:
         if value is None:
             out.append(None)
             continue
-        if value is not last:
-            last, done = value, processor(value)
-        out.append(done)
+        key = id(value)
+        converted = done.get(key, _converted)
+        if converted is _converted:
+            converted = done[key] = processor(value)
+        out.append(converted)
     return out
 
 
+# Separates the values of a text array sent as one string; never inside a value (checked).
+_SEPARATOR = "\x1f"
+
+
+def _delimited(values: Sequence[Any]) -> tuple[str, str] | None:
+    """`values` as one string the server splits into an array, and its separator; None if they cannot be.
+
+    psycopg builds an array parameter element by element in Python; a join runs in C, so plain
+    texts (none empty or holding the separator) and integers travel this way, at a third of the cost.
+    """
+    kinds = set(map(type, values))
+    if kinds == {int}:
+        return ",".join(map(str, values)), ","
+    if values and all(issubclass(kind, str) for kind in kinds) and "" not in values:
+        joined = _SEPARATOR.join(values)
+        if joined.count(_SEPARATOR) == len(values) - 1:
+            return joined, _SEPARATOR
+    return None
+
+
+def _array(param: str, values: Sequence[Any], sql_type: str) -> tuple[str, Any]:
+    """One column's values as an array parameter of `sql_type`: its SQL source and the parameter."""
+    delimited = _delimited(values)
+    if delimited is not None:
+        joined, separator = delimited
+        return f"CAST(string_to_array(%({param})s, chr({ord(separator)})) AS {sql_type}[])", joined
+    # %b: packed binary rather than text with every element escaped.
+    return f"CAST(%({param})b AS {sql_type}[])", values
+
+
+def array_param(values: Sequence[Any], element_type: Any) -> ColumnElement[Any]:
+    """`values` as one PostgreSQL array parameter of `element_type`, sent as `_delimited` says."""
+    delimited = _delimited(values)
+    if delimited is None:
+        return bindparam(None, list(values), type_=ARRAY(element_type))
+    joined, separator = delimited
+    split = func.string_to_array(bindparam(None, joined, type_=Text), func.chr(ord(separator)))
+    return cast(split, ARRAY(element_type))
+
+
 def _unnest_insert(
-    table: Table,
-    dialect: Dialect,
-    rows: Sequence[Mapping[str, Any]],
-    varying: list[str],
-    shared: Mapping[str, Any],
+    table: Table, dialect: Dialect, varying: Mapping[str, Sequence[Any]], shared: Mapping[str, Any]
 ) -> tuple[str, dict[str, Any]]:
     """`INSERT … SELECT` of one array parameter per varying column and one parameter per shared one."""
     quote = dialect.identifier_preparer.quote
     params: dict[str, Any] = {}
     selected: list[str] = []
     sources: list[str] = []
-    for i, name in enumerate(varying):
+    for i, (name, column) in enumerate(varying.items()):
         column_type = table.c[name].type
-        values = _converted(_processor(table, name, dialect), [row[name] for row in rows])
-        params[f"v{i}"] = values
-        # %b: arrays go in binary, packed, rather than as text with every element escaped.
+        values = _converted(_processor(table, name, dialect), column)
         if isinstance(column_type, JSON):  # sent as text, read as JSON by the server
-            sources.append(f"CAST(%(v{i})b AS text[])")
+            source, params[f"v{i}"] = _array(f"v{i}", values, "text")
             selected.append(f"CAST(u.v{i} AS {column_type.compile(dialect)})")
         else:
-            sources.append(f"CAST(%(v{i})b AS {column_type.compile(dialect)}[])")
+            source, params[f"v{i}"] = _array(f"v{i}", values, column_type.compile(dialect))
             selected.append(f"u.v{i}")
+        sources.append(source)
     for i, (name, value) in enumerate(shared.items()):
         processor = _processor(table, name, dialect)
         params[f"s{i}"] = value if value is None or processor is None else processor(value)
@@ -124,34 +210,24 @@ def _copy(
     cursor: Any,
     table: Table,
     dialect: Dialect,
-    rows: Sequence[Mapping[str, Any]],
-    names: list[str],
-    shared: Mapping[str, Any],
+    varying: Mapping[str, Sequence[Any]],
+    defaults: Mapping[str, Any],
 ) -> None:
-    """Stream the rows with COPY (every column varies: nothing to send once)."""
-    extra = [name for name in shared if name not in names]
-    constants = [
-        v if v is None or p is None else p(v)
-        for p, v in ((_processor(table, name, dialect), shared[name]) for name in extra)
-    ]
-    processors = [_processor(table, name, dialect) for name in names]
-    converted = [(i, p) for i, p in enumerate(processors) if p is not None]
-    memo: dict[int, tuple[Any, Any]] = {}
+    """Stream the rows with COPY (every given column varies: nothing to send once but defaults)."""
+    names = [*varying, *defaults]
+    columns = [_converted(_processor(table, name, dialect), values) for name, values in varying.items()]
+    constants = tuple(
+        value if value is None or processor is None else processor(value)
+        for processor, value in ((_processor(table, name, dialect), defaults[name]) for name in defaults)
+    )
     quote = dialect.identifier_preparer.quote
-    columns = ", ".join(quote(name) for name in [*names, *extra])
-    statement = f"COPY {dialect.identifier_preparer.format_table(table)} ({columns}) FROM STDIN"
+    statement = (
+        f"COPY {dialect.identifier_preparer.format_table(table)} "
+        f"({', '.join(quote(name) for name in names)}) FROM STDIN"
+    )
     with cursor.copy(statement) as copy:
-        for row in rows:
-            values = [row[name] for name in names]
-            for i, processor in converted:
-                value = values[i]
-                if value is not None:
-                    seen = memo.get(i)
-                    if seen is None or seen[0] is not value:
-                        seen = memo[i] = (value, processor(value))
-                    values[i] = seen[1]
-            values += constants
-            copy.write_row(values)
+        for values in zip(*columns, strict=True):
+            copy.write_row(values + constants)
 
 
 def conflict_insert(session: Session, model: type[Base] | Table) -> Any:
@@ -167,7 +243,7 @@ def one_of(
     """`column IN values`, sent as one array parameter on PostgreSQL (no statement of a thousand
     parameters to build and parse) and as an expanding IN list elsewhere."""
     if session.get_bind().dialect.name == "postgresql":
-        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+        return column == any_(array_param(values, column.type))
     return column.in_(values)
 
 
@@ -182,8 +258,13 @@ def reserve_ids(session: Session, model: type[Base] | Table, count: int) -> list
     table = table_of(model)
     (pk,) = table.primary_key.columns
     if session.get_bind().dialect.name == "postgresql":
-        sequence = f"pg_get_serial_sequence('{table.fullname}', '{pk.name}')"
-        draw = text(f"SELECT nextval({sequence}) FROM generate_series(1, :n)")
-        return [int(v) for v in session.scalars(draw, {"n": count})]
+        # The sequence is looked up once (MATERIALIZED: not inlined into every row), not per id; the
+        # ids come back as one text, split in C.
+        sequence = f"pg_get_serial_sequence('{table.fullname}', '{pk.name}')::regclass"
+        draw = text(
+            f"WITH q AS MATERIALIZED (SELECT {sequence} AS s)"
+            " SELECT string_agg(nextval(q.s)::text, ',') FROM q, generate_series(1, :n)"
+        )
+        return list(map(int, str(session.scalar(draw, {"n": count})).split(",")))
     top = int(session.scalar(select(func.coalesce(func.max(pk), 0))) or 0)
     return list(range(top + 1, top + 1 + count))

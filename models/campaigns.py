@@ -148,20 +148,25 @@ class RecipientChannel(enum.StrEnum):
 
 
 class RunRecipient(Base):
-    """One lead's place in one run: the channel chosen or why they were skipped."""
+    """One lead's place in one run: the channel chosen or why they were skipped.
+
+    A run writes one per audience member, so the row is kept lean: keyed by (run, lead), no surrogate
+    id, and no foreign keys, like `deliveries` (PostgreSQL checks a foreign key with a query per row;
+    three of them cost more than the row itself). Only the planner writes these rows, under the lock
+    of the run they name, for the leads it has just read and the tasks it has just created; runs,
+    leads and tasks are never deleted.
+    """
 
     __tablename__ = "run_recipients"
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("campaign_runs.id"))
-    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"))
+    run_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    lead_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     channel: Mapped[str] = mapped_column(String(8))
     skip_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
     delivery_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    mass_task_id: Mapped[int | None] = mapped_column(ForeignKey("mass_tasks.id"), nullable=True)
+    mass_task_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     __table_args__ = (
-        UniqueConstraint("run_id", "lead_id", name="uq_run_recipients_run_lead"),
         Index("ix_run_recipients_lead", "lead_id"),
         Index("ix_run_recipients_mass_task", "mass_task_id"),  # a task's recipients, found by index
     )

@@ -13,13 +13,14 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from typing import Any, Literal, NamedTuple, TextIO
 
 from sqlalchemy import ColumnElement, RowMapping, and_, event, select, text
 from sqlalchemy.orm import Session, SessionTransaction, aliased
 
 from models.base import utcnow
-from models.bulk import insert_rows
+from models.bulk import insert_columns
 from models.ledger import LedgerEntry
 
 GENESIS_HASH = "0" * 64
@@ -96,23 +97,47 @@ def canonical_json(fields: Mapping[Any, Any]) -> str:
     return _CANONICAL.encode({name: _plain(fields[name]) for name in _SORTED_FIELDS})
 
 
-def _canonical_many(entries: Sequence[Mapping[str, Any]]) -> Iterator[str]:
-    """`canonical_json` of many entries whose values are already plain (timestamps as text).
+def _encoded(value: Any) -> str:
+    """One plain value as `canonical_json` writes it."""
+    if type(value) is str:
+        return encode_basestring(value)
+    if type(value) is int:
+        return int.__repr__(value)
+    return _CANONICAL.encode(value)
 
-    The same output, built from per-field fragments: a batch's entries share most of their values
-    (one rendered text, one script, one timestamp), so each shared value is encoded once, not per row.
+
+def _encoded_column(values: Sequence[Any]) -> list[bytes]:
+    """`_encoded` of each value, as UTF-8."""
+    kinds = set(map(type, values))
+    if kinds == {str}:  # the usual columns (recipient, sender, detail), in C-level passes
+        return list(map(str.encode, map(encode_basestring, values)))
+    if kinds == {int}:
+        return list(map(str.encode, map(int.__repr__, values)))
+    return [_encoded(value).encode("utf-8") for value in values]
+
+
+def _canonical_columns(
+    shared: Mapping[str, Any], varying: Mapping[str, Sequence[Any]], count: int
+) -> list[bytes]:
+    """`canonical_json` of `count` entries given by column, as UTF-8, values already plain (timestamps
+    as text).
+
+    The same output, built from a template: the shared values (one rendered text, one script, one
+    timestamp) are encoded once for the batch, and each entry only fills in what varies. Bytes, as
+    they are hashed: encoding a whole entry per row would cost more than hashing it.
     """
-    encode = _CANONICAL.encode
-    last: dict[str, tuple[Any, str]] = {}
-    for fields in entries:
-        parts = []
-        for name in _SORTED_FIELDS:
-            value = fields[name]
-            seen = last.get(name)
-            if seen is None or seen[0] is not value:
-                seen = last[name] = (value, f"{encode(name)}:{encode(value)}")
-            parts.append(seen[1])
-        yield "{" + ",".join(parts) + "}"
+    parts: list[str] = []
+    for name in _SORTED_FIELDS:
+        key = encode_basestring(name)
+        if name in varying:
+            parts.append(f"{key}:%s")
+        else:
+            parts.append(f"{key}:{_encoded(shared[name])}".replace("%", "%%"))
+    template = ("{" + ",".join(parts) + "}").encode("utf-8")
+    columns = [_encoded_column(varying[name]) for name in _SORTED_FIELDS if name in varying]
+    if not columns:
+        return [template % ()] * count
+    return [template % values for values in zip(*columns, strict=True)]
 
 
 def compute_hash(prev_hash: str, fields: Mapping[Any, Any]) -> str:
@@ -229,11 +254,13 @@ MESSAGE_OPTIONAL: dict[str, str] = {"wecom_id": "", "outcome": "queued", "detail
 def append_messages(
     session: Session, messages: Sequence[Mapping[str, Any]], now: datetime | None = None
 ) -> list[int]:
-    """Append many outbound messages as one INSERT (mass sends) and return their seqs, in order.
+    """Append many outbound messages as one INSERT and return their seqs, in order.
 
     Each message carries `append_message`'s fields. The chain continues from this transaction's
     head, ORM-pending appends included, and the next append of either kind continues after it.
     """
+    if not messages:
+        return []
     allowed = MESSAGE_REQUIRED | MESSAGE_OPTIONAL.keys()
     checked: Any = None  # the key set last found valid: a batch's messages usually share theirs
     for i, message in enumerate(messages):  # all checked before anything is written
@@ -244,11 +271,46 @@ def append_messages(
             wrong = [f"missing {missing}"] * bool(missing) + [f"unknown {unknown}"] * bool(unknown)
             raise LedgerError(f"message {i}: {', '.join(wrong)}")
         checked = message.keys()
-    return _write_chain(
-        session,
-        [{**MESSAGE_OPTIONAL, **message, "entry_type": MESSAGE, "ref_seq": None} for message in messages],
-        now,
+    shared, varying = _by_column([{**MESSAGE_OPTIONAL, **message} for message in messages])
+    return append_message_columns(session, shared, varying, now)
+
+
+def append_message_columns(
+    session: Session,
+    shared: Mapping[str, Any],
+    varying: Mapping[str, Sequence[Any]],
+    now: datetime | None = None,
+) -> list[int]:
+    """`append_messages` given by column: `shared` fields are the same for every message, `varying`
+    holds one equally long list per other field (a mass send's batch, with no dict per message)."""
+    given = shared.keys() | varying.keys()
+    missing, unknown = (
+        sorted(MESSAGE_REQUIRED - given),
+        sorted(given - MESSAGE_REQUIRED - MESSAGE_OPTIONAL.keys()),
     )
+    both = sorted(shared.keys() & varying.keys())
+    if missing or unknown or both:
+        wrong = [f"missing {missing}"] * bool(missing) + [f"unknown {unknown}"] * bool(unknown)
+        wrong += [f"both shared and varying {both}"] * bool(both)
+        raise LedgerError(f"messages: {', '.join(wrong)}")
+    counts = {len(values) for values in varying.values()}
+    if len(counts) > 1:
+        raise LedgerError(f"messages: fields of different lengths {sorted(counts)}")
+    defaults = {name: value for name, value in MESSAGE_OPTIONAL.items() if name not in given}
+    fields = {**defaults, **shared, "entry_type": MESSAGE, "ref_seq": None}
+    return _write_chain(session, fields, varying, now)
+
+
+def _by_column(entries: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """Entries with the same keys (checked by the caller) as (values every entry shares, one list per
+    other field)."""
+    if not entries:
+        return {}, {}
+    first = entries[0]
+    shared = {name: value for name, value in first.items() if all(e[name] is value for e in entries)}
+    if len(shared) == len(first):  # identical entries: one field still carries the count
+        shared.pop(next(iter(first)))
+    return shared, {name: [e[name] for e in entries] for name in first if name not in shared}
 
 
 def append_outcomes(
@@ -258,35 +320,30 @@ def append_outcomes(
     for record in outcomes:  # all checked before anything is written
         if not record.outcome:
             raise LedgerError(f"an outcome is required (message {record.ref_seq})")
-    return _write_chain(
-        session,
-        [
-            {
-                "entry_type": OUTCOME,
-                "ref_seq": r.ref_seq,
-                "recipient": r.message.recipient,
-                "sender": r.message.sender,
-                "channel": r.message.channel,
-                "script_key": "",
-                "script_version": None,
-                "content_hash": "",
-                "approval_id": None,
-                "rendered_text": "",
-                "lint_verdict": "",
-                "lexicon_version": "",
-                "wecom_id": r.wecom_id,
-                "outcome": r.outcome,
-                "detail": r.detail,
-            }
-            for r in outcomes
-        ],
-        now,
-    )
+    if not outcomes:
+        return []
+    fields: dict[str, Any] = {"entry_type": OUTCOME, "script_key": "", "script_version": None,
+                              "content_hash": "", "approval_id": None, "rendered_text": "",
+                              "lint_verdict": "", "lexicon_version": ""}  # fmt: skip
+    varying: dict[str, list[Any]] = {
+        "ref_seq": [r.ref_seq for r in outcomes],
+        "recipient": [r.message.recipient for r in outcomes],
+        "sender": [r.message.sender for r in outcomes],
+        "channel": [r.message.channel for r in outcomes],
+        "wecom_id": [r.wecom_id for r in outcomes],
+        "outcome": [r.outcome for r in outcomes],
+        "detail": [r.detail for r in outcomes],
+    }
+    return _write_chain(session, fields, varying, now)
 
 
-def _write_chain(session: Session, entries: list[dict[str, Any]], now: datetime | None) -> list[int]:
-    """Chain `entries` (fresh dicts, completed into rows in place) after the head and write them."""
-    if not entries:
+def _write_chain(
+    session: Session, shared: dict[str, Any], varying: Mapping[str, Sequence[Any]], now: datetime | None
+) -> list[int]:
+    """Chain entries given by column (every hashed field but seq and recorded_at) after the head and
+    write them."""
+    count = len(next(iter(varying.values()))) if varying else 0
+    if not count:
         return []
     recorded_at = now or utcnow()
     stamp = format_time(recorded_at)  # hashed as text: formatted once, not per row
@@ -294,18 +351,25 @@ def _write_chain(session: Session, entries: list[dict[str, Any]], now: datetime 
         session.flush()  # appends still pending in the session are part of the head read below
     head, prev_hash = _head(session)
     first = head + 1
+    seqs = list(range(first, first + count))
+    columns = {**varying, "seq": seqs}
     sha256 = hashlib.sha256
-    for seq, fields in enumerate(entries, start=first):
-        fields["seq"], fields["recorded_at"] = seq, stamp
-    for fields, hashed in zip(entries, _canonical_many(entries), strict=True):
-        entry_hash = sha256((prev_hash + hashed).encode("utf-8")).hexdigest()
-        fields["recorded_at"], fields["prev_hash"], fields["entry_hash"] = recorded_at, prev_hash, entry_hash
-        prev_hash = entry_hash
-    # Core, no RETURNING: COPY on PostgreSQL, else an executemany whose one statement is prepared once.
-    insert_rows(session, LedgerEntry, entries)
-    last = first + len(entries) - 1
-    session.info[_HEAD] = (last, prev_hash)
-    return list(range(first, last + 1))
+    prev_hashes, entry_hashes = [], []
+    prev = prev_hash.encode("ascii")
+    for hashed in _canonical_columns({**shared, "recorded_at": stamp}, columns, count):
+        entry_hash = sha256(prev + hashed).hexdigest()
+        prev_hashes.append(prev_hash)
+        entry_hashes.append(entry_hash)
+        prev_hash, prev = entry_hash, entry_hash.encode("ascii")
+    # Core, no RETURNING: one INSERT of arrays on PostgreSQL, else one executemany.
+    insert_columns(
+        session,
+        LedgerEntry,
+        {**shared, "recorded_at": recorded_at},
+        {**columns, "prev_hash": prev_hashes, "entry_hash": entry_hashes},
+    )
+    session.info[_HEAD] = (seqs[-1], prev_hash)
+    return seqs
 
 
 def append_outcome(

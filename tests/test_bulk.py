@@ -183,3 +183,82 @@ def test_one_of_matches_the_listed_values_only(db: Database) -> None:
         ).all()
         assert sorted(got) == ["wm000001", "wm000003"]
         assert session.scalars(select(Delivery.id).where(one_of(session, Delivery.recipient, []))).all() == []
+
+
+# Texts that must survive the trip as they are: empty, the separator a delimited array uses, commas,
+# quotes, braces and backslashes (array syntax), non-ASCII.
+_AWKWARD = ["", "\x1f", "a\x1fb", "a,b", '"q"', "{x}", "\\", "NULL", "中文 🙂", " padded "]
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        [f"wm{i:06d}" for i in range(COPY_MIN_ROWS + 6)],  # plain: one delimited string
+        [_AWKWARD[i % len(_AWKWARD)] + str(i) * (i % 2) for i in range(COPY_MIN_ROWS + 6)],
+        [None if i % 3 == 0 else f"s{i}" for i in range(COPY_MIN_ROWS + 6)],  # NULLs: a binary array
+    ],
+    ids=["plain", "awkward", "with-nulls"],
+)
+def test_columns_read_back_exactly_however_their_values_travel(db: Database, texts: list[str | None]) -> None:
+    count = len(texts)
+    with db.transaction() as session:
+        bulk.insert_columns(
+            session,
+            Delivery,
+            {k: v for k, v in _row(0).items() if k not in ("purpose_key", "recipient", "sender", "params")},
+            {
+                "purpose_key": [f"col:{i}" for i in range(count)],
+                "recipient": [f"r{i}" if t is None else t for i, t in enumerate(texts)],
+                "sender": [t or "" for t in texts],
+                "params": [{"i": i} for i in range(count)],
+                "ledger_seq": [None if i % 2 else 10**12 + i for i in range(count)],
+                "wecom_id": [t if t is not None else "" for t in texts],
+            },
+        )
+    with db.read() as session:
+        stored = {d.purpose_key: d for d in session.scalars(select(Delivery))}
+    for i, t in enumerate(texts):
+        d = stored[f"col:{i}"]
+        assert (d.recipient, d.sender, d.wecom_id) == (f"r{i}" if t is None else t, t or "", t or "")
+        assert d.params == {"i": i} and d.ledger_seq == (None if i % 2 else 10**12 + i)
+        assert d.text == TEXT and d.status == DeliveryStatus.QUEUED
+
+
+def test_one_of_matches_awkward_texts_exactly(db: Database) -> None:
+    rows = [_row(i, recipient=text) for i, text in enumerate(_AWKWARD)]
+    with db.transaction() as session:
+        insert_rows(session, Delivery, rows)
+    with db.read() as session:
+        for wanted in (_AWKWARD, ["a\x1fb", "中文 🙂"], ["a", "b"], ["{x}", "nobody"]):
+            got = session.scalars(
+                select(Delivery.recipient).where(one_of(session, Delivery.recipient, wanted))
+            )
+            assert sorted(got) == sorted(set(wanted) & set(_AWKWARD))
+
+
+def test_columns_of_different_lengths_or_given_twice_are_refused(db: Database) -> None:
+    with db.transaction() as session:
+        with pytest.raises(ValueError, match="different lengths"):
+            bulk.insert_columns(session, Delivery, {}, {"purpose_key": ["a", "b"], "recipient": ["x"]})
+        with pytest.raises(ValueError, match="both shared and varying"):
+            bulk.insert_columns(session, Delivery, {"recipient": "x"}, {"recipient": ["y"]})
+    with db.read() as session:
+        assert session.scalars(select(Delivery.id)).all() == []
+
+
+def test_a_failure_inside_a_pipeline_is_raised_and_writes_nothing(db: Database) -> None:
+    rows = [_row(i) for i in range(COPY_MIN_ROWS + 1)]
+    clash = [{**row, "purpose_key": rows[0]["purpose_key"]} for row in rows[:1]] * (COPY_MIN_ROWS + 1)
+    with (
+        pytest.raises(Exception),  # noqa: B017 (driver-specific error)
+        db.transaction() as session,
+        bulk.pipelined(session),
+    ):
+        insert_rows(session, Delivery, rows)
+        insert_rows(session, Delivery, clash)  # unique key: fails on the server, after the first
+    with db.read() as session:
+        assert session.scalars(select(Delivery.id)).all() == []
+    with db.transaction() as session, bulk.pipelined(session):
+        insert_rows(session, Delivery, rows)
+    with db.read() as session:
+        assert len(session.scalars(select(Delivery.id)).all()) == len(rows)

@@ -83,3 +83,24 @@ def test_the_reset_between_tests_empties_every_table_and_restarts_ids(db: Databa
         session.execute(refused)  # refused for the missing actor, after taking an id
     _truncate(db)
     assert next_id() == 1
+
+
+def test_run_recipients_survive_the_move_to_run_and_lead_keys_and_back(tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    migrate(engine, "0019")
+    rows = [(1, 10, "mass"), (1, 11, "none"), (2, 10, "kf")]
+    insert = sa.text("INSERT INTO run_recipients (run_id, lead_id, channel) VALUES (:r, :l, :c)")
+    with engine.begin() as conn:
+        conn.execute(insert, [{"r": r, "l": lead, "c": c} for r, lead, c in rows])
+    migrate(engine)
+    read = sa.text("SELECT run_id, lead_id, channel FROM run_recipients ORDER BY run_id, lead_id")
+    with engine.begin() as conn:
+        assert [tuple(row) for row in conn.execute(read)] == rows
+        with pytest.raises(sa.exc.IntegrityError):  # (run, lead) is the key now
+            conn.execute(insert, {"r": 1, "l": 10, "c": "mass"})
+    downgrade(engine, "0019")
+    with engine.begin() as conn:
+        numbered = conn.execute(sa.text("SELECT id, run_id, lead_id FROM run_recipients ORDER BY id")).all()
+        assert sorted((r, lead) for _, r, lead in numbered) == [(r, lead) for r, lead, _ in rows]
+        assert len({i for i, _, _ in numbered}) == 3 and all(i is not None for i, _, _ in numbered)
+    engine.dispose()

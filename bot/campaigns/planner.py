@@ -15,13 +15,15 @@ import io
 import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
+from itertools import islice
 from typing import Any, TextIO
 
-from sqlalchemy import String, and_, bindparam, case, func, select, text, true
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import String, and_, case, func, or_, select, text, true
 from sqlalchemy.orm import Session
 
 from bot.campaigns.audience import AudienceError, AudienceFilter, AudienceMember, fetch_batch
@@ -37,7 +39,7 @@ from bot.kf.replies import refusal as kf_refusal
 from bot.trading_calendar import SHANGHAI, TradingCalendar
 from models.alerts import Alert
 from models.base import utcnow
-from models.bulk import insert_rows, one_of, reserve_ids
+from models.bulk import array_param, insert_columns, one_of, pipelined, reserve_ids
 from models.campaigns import (
     Campaign,
     CampaignKind,
@@ -88,6 +90,9 @@ COURSE_KINDS = frozenset({CampaignKind.COURSE_INVITE, CampaignKind.COURSE_REMIND
 # Leads per planning transaction: large enough that per-batch costs vanish, small enough that the
 # ledger lock (held to each commit) never keeps a welcome waiting for long.
 PLAN_BATCH_SIZE = 2000
+# Mass recipients per pair of bulk statements (ledger, deliveries): pipelined, so PostgreSQL writes one
+# chunk while the planner chains and encodes the next.
+WRITE_CHUNK = 500
 
 
 class SkipReason(enum.StrEnum):
@@ -275,18 +280,25 @@ def cap_usage(
             case((and_(counted, d.created_at >= bounds[0], d.created_at < bounds[1]), 1), else_=0)
         )
 
-    sums = (within(windows.day), within(windows.week), within(windows.month))
+    sums = (within(windows.day).label("day"), within(windows.week).label("week"),
+            within(windows.month).label("month"))  # fmt: skip
     scope = (d.created_at >= lo, d.created_at < hi, *own)
     if session.get_bind().dialect.name == "postgresql":
         # The estimated cost of many probes can cross jit_above_cost; compiling costs more than it saves.
         session.execute(text("SET LOCAL jit = off"))
-        recipients_array = bindparam("recipients", list(recipients), type_=ARRAY(String))
-        wanted = func.unnest(recipients_array).table_valued("recipient").render_derived(name="wanted")
+        wanted = (
+            func.unnest(array_param(list(recipients), String()))
+            .table_valued("recipient")
+            .render_derived(name="wanted")
+        )
         probe = select(*sums).where(d.recipient == wanted.c.recipient, *scope).lateral()
-        stmt = select(wanted.c.recipient, *probe.c).select_from(wanted).join(probe, true())
+        # Only recipients with messages come back (the week and the month cover the day).
+        used = or_(probe.c.week > 0, probe.c.month > 0)
+        stmt = select(wanted.c.recipient, *probe.c).select_from(wanted).join(probe, true()).where(used)
     else:
         stmt = select(d.recipient, *sums).where(d.recipient.in_(recipients), *scope).group_by(d.recipient)
-    usage = {r: (int(a or 0), int(b or 0), int(c or 0)) for r, a, b, c in session.execute(stmt)}
+    rows = session.connection().execute(stmt).all()
+    usage = {r: (int(a or 0), int(b or 0), int(c or 0)) for r, a, b, c in rows}
     return {r: counts for r, counts in usage.items() if any(counts)}
 
 
@@ -302,23 +314,33 @@ def cap_reason(usage: tuple[int, int, int], caps: CampaignSettings) -> SkipReaso
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class _Relation:
-    user_id: str
-    status: str
-    updated_at: datetime
-    id: int
+# One member's relationship with a customer: (member user id, status); a customer's come oldest change first.
+Relation = tuple[str, str]
+_ACTIVE, _REMOVED = RelationStatus.ACTIVE.value, RelationStatus.REMOVED_BY_CUSTOMER.value
+_KF, _MASS, _NONE = RecipientChannel.KF.value, RecipientChannel.MASS.value, RecipientChannel.NONE.value
 
 
-def choose_sender(member: AudienceMember, relations: list[_Relation]) -> str | None:
-    """The member whose mass-send task reaches this customer: the owner if connected, else the latest."""
-    active = [r for r in relations if r.status == RelationStatus.ACTIVE]
+def read_relations(session: Session, customers: list[str]) -> dict[str, list[Relation]]:
+    """Each customer's relations with members, oldest change first (customers without any: absent)."""
+    rel = ContactRelation
+    stmt = (
+        select(rel.external_user_id, rel.user_id, rel.status)
+        .where(one_of(session, rel.external_user_id, customers))
+        .order_by(rel.updated_at, rel.id)
+    )
+    relations: dict[str, list[Relation]] = defaultdict(list)
+    for ext, user_id, status in session.connection().execute(stmt).all():  # one fetch, not row by row
+        relations[ext].append((user_id, status))
+    return relations
+
+
+def choose_sender(member: AudienceMember, relations: list[Relation]) -> str | None:
+    """The member whose mass-send task reaches this customer: the owner if connected, else the one
+    connected most recently."""
+    active = [user_id for user_id, status in relations if status == _ACTIVE]
     if not active:
         return None
-    for r in active:
-        if r.user_id == member.owner_userid:
-            return r.user_id
-    return max(active, key=lambda r: (r.updated_at, r.id)).user_id
+    return member.owner_userid if member.owner_userid in active else active[-1]
 
 
 def choose_kf(conversations: list[KfConversation], at: datetime) -> KfConversation | None:
@@ -329,7 +351,7 @@ def choose_kf(conversations: list[KfConversation], at: datetime) -> KfConversati
     return max(open_, key=lambda c: (c.last_customer_msg_at or at, c.id))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     """The channel for one recipient, or why they are skipped."""
 
@@ -339,35 +361,43 @@ class Decision:
     conversation: KfConversation | None = None
 
 
+_SKIPPED = {reason: Decision(RecipientChannel.NONE, reason) for reason in SkipReason}
+
+
+@lru_cache(maxsize=4096)
+def _mass_by(sender: str) -> Decision:
+    """The (immutable, shared) decision to reach a customer through `sender`'s task."""
+    return Decision(RecipientChannel.MASS, sender=sender)
+
+
 def decide(
     member: AudienceMember,
     *,
     quiet: bool,
     usage: tuple[int, int, int],
     caps: CampaignSettings,
-    relations: list[_Relation],
+    relations: list[Relation],
     conversations: list[KfConversation],
     at: datetime,
 ) -> Decision:
     """Opt-out, reachability, quiet hours and caps first; then kf if its window is open, else mass."""
-    none = RecipientChannel.NONE
     if member.opted_out:
-        return Decision(none, SkipReason.OPTED_OUT)
-    removed = relations and all(r.status == RelationStatus.REMOVED_BY_CUSTOMER for r in relations)
+        return _SKIPPED[SkipReason.OPTED_OUT]
+    removed = relations and relations[0][1] == _REMOVED and all(s == _REMOVED for _, s in relations)
     if not member.reachable or removed:
-        return Decision(none, SkipReason.UNREACHABLE)
+        return _SKIPPED[SkipReason.UNREACHABLE]
     if quiet:
-        return Decision(none, SkipReason.QUIET_HOURS)
+        return _SKIPPED[SkipReason.QUIET_HOURS]
     capped = cap_reason(usage, caps)
     if capped is not None:
-        return Decision(none, capped)
-    conv = choose_kf(conversations, at)
+        return _SKIPPED[capped]
+    conv = choose_kf(conversations, at) if conversations else None
     if conv is not None:
         return Decision(RecipientChannel.KF, conversation=conv)
     sender = choose_sender(member, relations)
     if sender is not None:
-        return Decision(RecipientChannel.MASS, sender=sender)
-    return Decision(none, SkipReason.NO_MEMBER)
+        return _mass_by(sender)
+    return _SKIPPED[SkipReason.NO_MEMBER]
 
 
 # --- whole-run preparation ---------------------------------------------------------------------
@@ -604,10 +634,12 @@ class _Planner:
         session: Session,
         batch: list[AudienceMember],
         conversations: Mapping[str, list[KfConversation]] | None = None,
+        relations: Mapping[str, list[Relation]] | None = None,
     ) -> list[tuple[AudienceMember, Decision]]:
         """Look up what the batch's decisions need in a few queries, then decide each recipient.
 
-        `conversations` are the batch's kf conversations when the caller has already locked them.
+        `conversations` are the batch's kf conversations when the caller has already locked them,
+        `relations` its customers' relations when the caller has read them ahead.
         """
         p = self.prepared
         if p.quiet:
@@ -617,15 +649,8 @@ class _Planner:
         if conversations is None:
             conversations = self.conversations(session, customers)
         usage = cap_usage(session, customers, self.windows, self.run_id)
-        relations: dict[str, list[_Relation]] = defaultdict(list)
-        rel = ContactRelation
-        rows = session.execute(
-            select(rel.external_user_id, rel.user_id, rel.status, rel.updated_at, rel.id).where(
-                one_of(session, rel.external_user_id, customers)
-            )
-        )
-        for ext, user_id, status, updated_at, rel_id in rows:
-            relations[ext].append(_Relation(user_id, status, updated_at, rel_id))
+        if relations is None:
+            relations = read_relations(session, customers)
         return [
             (
                 m,
@@ -650,7 +675,7 @@ class _Planner:
         p = self.prepared
         if not p.testing:
             return {}
-        leads = [m.lead_id for m, d in decided if d.channel != RecipientChannel.NONE]
+        leads = [m.lead_id for m, d in decided if d.channel != _NONE]
         picked = sendable_for_many(session, p.message.script_key, p.at, leads, store=not self.dry_run)
         texts: dict[int, Message] = {}
         for lead_id, chosen in picked.items():
@@ -701,7 +726,7 @@ class _Planner:
         decided = self.decide_batch(session, batch)
         texts = self.messages_for(session, decided)
         for m, d in decided:
-            if d.channel == RecipientChannel.MASS:
+            if d.channel == _MASS:
                 self.tasks.assign_dry((d.sender, texts.get(m.lead_id, self.prepared.message).approval_id))
             self.counts[(d.channel, d.reason)] += 1
             planned.append(
@@ -719,10 +744,16 @@ class _Planner:
         else:
             sink(planned)
 
-    def plan_real(self, session: Session, batch: list[AudienceMember]) -> int:
+    def plan_real(
+        self,
+        session: Session,
+        batch: list[AudienceMember],
+        relations: Mapping[str, list[Relation]] | None = None,
+    ) -> int:
         """Decide the batch's new recipients and write their rows, deliveries, ledger entries and tasks.
 
-        Returns how many kf messages it queued (they may go out as soon as the batch commits).
+        `relations` are the batch's customers' relations when read ahead. Returns how many kf messages
+        it queued (they may go out as soon as the batch commits).
         """
         assert self.run_id is not None
         run_id = self.run_id
@@ -741,47 +772,87 @@ class _Planner:
         # Held to commit: campaign messages are only written under it, so this batch's cap counts
         # include every message committed by any other run, and none can be added until it commits.
         ledger.hold(session)
-        decided = self.decide_batch(session, batch, conversations)
+        decided = self.decide_batch(session, batch, conversations, relations)
         texts = self.messages_for(session, decided)
         tasks = self._assign_tasks(session, decided, texts)
         kf_rows: dict[int, Delivery] = {}
-        mass: list[tuple[int, dict[str, Any]]] = []
+        # The mass recipients per approved text (one text, or one per A/B arm): written by column.
+        mass: dict[int, list[tuple[AudienceMember, MassTask]]] = defaultdict(list)
+        sent: dict[int, Message] = {}  # approval id -> text
         with session.no_autoflush:
             for m, d in decided:
-                if d.channel == RecipientChannel.KF:
+                if d.channel == _KF:
                     kf_rows[m.lead_id] = self._kf_delivery(session, m, d)
-                elif d.channel == RecipientChannel.MASS:
+                elif d.channel == _MASS:
                     text = texts.get(m.lead_id, self.prepared.message)
-                    mass.append((m.lead_id, self._mass_delivery(m, tasks[m.lead_id], text)))
-            if mass:  # bulk writes for the batch, not an ORM unit of work per row
-                rows = [row for _, row in mass]
-                # Explicit ids: the run-recipient rows name their deliveries without reading them back.
-                ids = reserve_ids(session, Delivery, len(rows))
-                seqs = ledger.append_messages(
-                    session, [_ledger_message(row) for row in rows], self.prepared.at
-                )
-                for row, delivery_id, seq in zip(rows, ids, seqs, strict=True):
-                    row["id"], row["ledger_seq"] = delivery_id, seq
-                insert_rows(session, Delivery, rows)
-        session.flush()
+                    sent[text.approval_id] = text
+                    mass[text.approval_id].append((m, tasks[m.lead_id]))
+        session.flush()  # the ORM's rows (kf deliveries, tasks) before the bulk writes
         delivery_ids = {lead_id: row.id for lead_id, row in kf_rows.items()}
-        delivery_ids.update((lead_id, row["id"]) for lead_id, row in mass)
-        insert_rows(
-            session,
-            RunRecipient,
-            [
+        fresh = iter(reserve_ids(session, Delivery, sum(map(len, mass.values()))))
+        task_ids = {task: task.id for task in set(tasks.values())}
+        with pipelined(session):
+            for approval_id, members in mass.items():
+                for start in range(0, len(members), WRITE_CHUNK):
+                    chunk = members[start : start + WRITE_CHUNK]
+                    ids = list(islice(fresh, len(chunk)))
+                    self._write_mass(session, sent[approval_id], chunk, ids)
+                    delivery_ids.update(zip((m.lead_id for m, _ in chunk), ids, strict=True))
+            leads = [m.lead_id for m, _ in decided]
+            insert_columns(
+                session,
+                RunRecipient,
+                {"run_id": run_id},
                 {
-                    "run_id": run_id,
-                    "lead_id": m.lead_id,
-                    "channel": d.channel,
-                    "skip_reason": d.reason,
-                    "delivery_id": delivery_ids.get(m.lead_id),
-                    "mass_task_id": tasks[m.lead_id].id if m.lead_id in tasks else None,
-                }
-                for m, d in decided
-            ],
-        )
+                    "lead_id": leads,
+                    "channel": [d.channel for _, d in decided],
+                    "skip_reason": [d.reason for _, d in decided],
+                    "delivery_id": [delivery_ids.get(lead_id) for lead_id in leads],
+                    "mass_task_id": [task_ids[tasks[lead]] if lead in tasks else None for lead in leads],
+                },
+            )
         return len(kf_rows)
+
+    def _write_mass(
+        self, session: Session, msg: Message, members: list[tuple[AudienceMember, MassTask]], ids: list[int]
+    ) -> None:
+        """Queue and ledger one text's mass recipients: delivery rows their task (not the dispatcher)
+        sends, with explicit ids so the run-recipient rows name them without reading them back."""
+        assert self.run_id is not None
+        keys = [purpose_key(self.run_id, m.lead_id) for m, _ in members]
+        recipients = [m.external_user_id for m, _ in members]
+        # Each task's sender and params read once: ORM attribute access per recipient adds up.
+        of_task = {task: (task.sender, self._task_params(task.id)) for task in {t for _, t in members}}
+        senders = [of_task[task][0] for _, task in members]
+        seqs = ledger.append_message_columns(
+            session,
+            {
+                "channel": Channel.MASS_TEMPLATE,
+                "script_key": msg.script_key,
+                "script_version": msg.script_version,
+                "content_hash": msg.content_hash,
+                "approval_id": msg.approval_id,
+                "rendered_text": msg.text,
+                "lint_verdict": msg.lint_verdict,
+                "lexicon_version": msg.lexicon_version,
+                "outcome": "queued",
+            },
+            {"recipient": recipients, "sender": senders, "detail": [f"delivery {key}" for key in keys]},
+            self.prepared.at,
+        )
+        insert_columns(
+            session,
+            Delivery,
+            self._mass_row(msg),
+            {
+                "id": ids,
+                "purpose_key": keys,
+                "recipient": recipients,
+                "sender": senders,
+                "params": [of_task[task][1] for _, task in members],
+                "ledger_seq": seqs,
+            },
+        )
 
     def _assign_tasks(
         self,
@@ -791,7 +862,7 @@ class _Planner:
     ) -> dict[int, MassTask]:
         """Each mass recipient's task (by lead id): the task of its sender and text being filled, or a
         new one when full (a mass-send task carries one text, so each A/B arm has its own tasks)."""
-        mass = [(m, d) for m, d in decided if d.channel == RecipientChannel.MASS]
+        mass = [(m, d) for m, d in decided if d.channel == _MASS]
         if not mass:
             return {}
         open_tasks = self._open_tasks(session, {d.sender for _, d in mass})
@@ -879,17 +950,6 @@ class _Planner:
             created_at=at,
         )
 
-    def _mass_delivery(self, m: AudienceMember, task: MassTask, msg: Message) -> dict[str, Any]:
-        """One customer of a mass-send task: a queued row the task (not the dispatcher) sends, ledgered."""
-        assert self.run_id is not None
-        return {
-            **self._mass_row(msg),
-            "purpose_key": purpose_key(self.run_id, m.lead_id),
-            "recipient": m.external_user_id,
-            "sender": task.sender,
-            "params": self._task_params(task.id),
-        }
-
     def _task_params(self, task_id: int) -> dict[str, int]:
         """The params of a task's delivery rows: one shared object per task, so the bulk writer
         converts it to JSON once per task rather than once per row."""
@@ -931,24 +991,6 @@ class _Planner:
 def _variants(prepared: _Prepared) -> list[Message]:
     """Each A/B arm's text, in the order the arms went live (empty without a test)."""
     return list(prepared.messages.values()) if prepared.testing else []
-
-
-def _ledger_message(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The ledger message of a mass recipient's delivery row, as `record_in_ledger` writes it."""
-    return {
-        "recipient": row["recipient"],
-        "sender": row["sender"],
-        "channel": row["channel"],
-        "script_key": row["script_key"],
-        "script_version": row["script_version"],
-        "content_hash": row["content_hash"],
-        "approval_id": row["approval_id"],
-        "rendered_text": row["text"],
-        "lint_verdict": row["lint_verdict"],
-        "lexicon_version": row["lexicon_version"],
-        "outcome": "queued",
-        "detail": f"delivery {row['purpose_key']}",
-    }
 
 
 # --- entry points ------------------------------------------------------------------------------
@@ -1016,6 +1058,47 @@ def _stored_recipients(session: Session, run_id: int) -> Iterator[PlannedRecipie
         yield PlannedRecipient(lead_id, ext, channel, reason, (sender or "") if mass else "", open_kfid)
 
 
+Page = tuple[list[AudienceMember], dict[str, list[Relation]]]
+
+
+class _ReadAhead:
+    """The audience's pages with their customers' relations, each read in its own short transaction
+    while the planner writes the page before it (PostgreSQL; elsewhere in turn, as writes serialize).
+
+    Neither needs the planner's locks: a page is the keyset of leads that match, rechecked per lead
+    (opt-out, reachability) from values read a moment before, as a page read inside the batch would be.
+    """
+
+    def __init__(self, db: Database, audience: AudienceFilter, batch_size: int) -> None:
+        self.db, self.audience, self.batch_size = db, audience, batch_size
+        ahead = db.engine.dialect.name == "postgresql"
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="plan-read") if ahead else None
+
+    def __enter__(self) -> Iterator[Page]:
+        return self._pages()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._reader is not None:
+            self._reader.shutdown(wait=True, cancel_futures=True)
+
+    def _read(self, after_id: int) -> Page:
+        with self.db.read() as session:
+            batch = fetch_batch(session, self.audience, after_id, self.batch_size)
+            return batch, read_relations(session, [m.external_user_id for m in batch]) if batch else {}
+
+    def _pages(self) -> Iterator[Page]:
+        reader = self._reader
+        after_id = 0
+        following: Future[Page] | None = reader.submit(self._read, after_id) if reader else None
+        while True:
+            batch, relations = following.result() if following is not None else self._read(after_id)
+            if not batch:
+                return
+            after_id = batch[-1].lead_id
+            following = reader.submit(self._read, after_id) if reader else None
+            yield batch, relations
+
+
 @contextmanager
 def _locked_run(db: Database, run_id: int) -> Iterator[tuple[Session, CampaignRun]]:
     """A transaction holding the run row's lock (PostgreSQL; SQLite's writes serialize anyway)."""
@@ -1071,18 +1154,14 @@ def plan_run(
             return RunPlan(row.key, run.occurrence, run_id, run.status, run.reason, message=prepared.message,
                            reason_code=run.reason_code, reason_params=run.reason_params)  # fmt: skip
     planner = _Planner(settings, prepared, run_id, dry_run=False)
-    after_id = 0
-    while True:
-        with _locked_run(db, run_id) as (session, run):
-            if run.status != RunStatus.PENDING:  # another planner finished it meanwhile
-                return load_plan(session, run_id)
-            batch = fetch_batch(session, prepared.audience, after_id, batch_size)
-            if not batch:
-                break
-            queued_kf = planner.plan_real(session, batch)
-        if queued_kf and coordinator is not None:
-            coordinator.wake(OUTBOX_CHANNEL)
-        after_id = batch[-1].lead_id
+    with _ReadAhead(db, prepared.audience, batch_size) as pages:
+        for batch, relations in pages:
+            with _locked_run(db, run_id) as (session, run):
+                if run.status != RunStatus.PENDING:  # another planner finished it meanwhile
+                    return load_plan(session, run_id)
+                queued_kf = planner.plan_real(session, batch, relations)
+            if queued_kf and coordinator is not None:
+                coordinator.wake(OUTBOX_CHANNEL)
     with _locked_run(db, run_id) as (session, run):
         if run.status != RunStatus.PENDING:
             return load_plan(session, run_id)
