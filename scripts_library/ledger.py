@@ -294,8 +294,9 @@ def append_message_columns(
         wrong += [f"both shared and varying {both}"] * bool(both)
         raise LedgerError(f"messages: {', '.join(wrong)}")
     counts = {len(values) for values in varying.values()}
-    if len(counts) > 1:
-        raise LedgerError(f"messages: fields of different lengths {sorted(counts)}")
+    if len(counts) != 1:
+        reason = f"fields of different lengths {sorted(counts)}" if counts else "no field by column"
+        raise LedgerError(f"messages: {reason} (the columns carry one value per message)")
     defaults = {name: value for name, value in MESSAGE_OPTIONAL.items() if name not in given}
     fields = {**defaults, **shared, "entry_type": MESSAGE, "ref_seq": None}
     return _write_chain(session, fields, varying, now)

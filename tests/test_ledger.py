@@ -31,6 +31,7 @@ from scripts_library.ledger import (
     OutcomeRecord,
     _canonical_columns,
     append_message,
+    append_message_columns,
     append_messages,
     append_outcome,
     append_outcomes,
@@ -430,6 +431,41 @@ def test_a_bulk_append_with_a_bad_message_writes_nothing(db: Database) -> None:
             append_messages(session, [bulk_fields("无时区")], now=datetime(2026, 1, 1))
     with db.transaction() as session:
         assert session.scalars(select(LedgerEntry)).all() == []
+
+
+def test_messages_given_by_column_chain_like_single_appends_and_bad_columns_write_nothing(
+    db: Database,
+) -> None:
+    shared = {k: v for k, v in bulk_fields("早报").items() if k not in ("recipient", "sender")}
+    with db.transaction() as session:
+        whole = {**shared, "recipient": "a", "sender": "z"}
+        for common, bad, reason in (
+            (shared, {"recipient": ["a", "b"], "sender": ["z"]}, "different lengths"),
+            (whole, {}, "no field by column"),
+            (shared, {"recipient": ["a"], "sender": ["z"], "channel": ["kf"]}, "both shared and varying"),
+            (shared, {"recipient": ["a"], "sender": ["z"], "colour": ["red"]}, r"unknown \['colour'\]"),
+        ):
+            with pytest.raises(LedgerError, match=reason):
+                append_message_columns(session, common, bad, now=T0)
+        seqs = append_message_columns(
+            session,
+            shared,
+            {"recipient": ["wm_1", "wm_2"], "sender": ["li", "zhang"], "detail": ["d1", "d2"]},
+            now=T0,
+        )
+        single = append_message(session, **bulk_fields("早报", "wm_3"), now=T0)
+    assert seqs == [1, 2] and single.seq == 3
+    with db.read() as session:
+        rows = session.scalars(select(LedgerEntry).order_by(LedgerEntry.seq)).all()
+        assert [(r.recipient, r.sender, r.detail, r.rendered_text) for r in rows] == [
+            ("wm_1", "li", "d1", "早报"),
+            ("wm_2", "zhang", "d2", "早报"),
+            ("wm_3", "sales.zhang", "", "早报"),
+        ]
+        assert [r.entry_hash for r in rows] == [
+            compute_hash(r.prev_hash, {f: getattr(r, f) for f in HASHED_FIELDS}) for r in rows
+        ]
+    assert problems(db) == []
 
 
 def test_bulk_outcomes_chain_like_single_ones_and_keep_their_references(db: Database) -> None:
