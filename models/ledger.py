@@ -15,8 +15,8 @@ class LedgerEntry(Base):
 
     __tablename__ = "send_ledger"
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    # The chain position is the key: no surrogate id beside it (one index write per row, not two).
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     entry_type: Mapped[str] = mapped_column(String(16))  # message | outcome
     ref_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # outcome → its message

@@ -503,7 +503,7 @@ def verify(session: Session, batch: int = 5000, anchor: tuple[int, str] | None =
                 message.seq < LedgerEntry.seq,
             ),
         )
-        .where(LedgerEntry.entry_type == OUTCOME, message.id.is_(None))
+        .where(LedgerEntry.entry_type == OUTCOME, message.seq.is_(None))
     )
     for seq, ref_seq in session.execute(dangling):
         problems.append(Problem(seq, "bad_reference", f"outcome references no earlier message {ref_seq}"))

@@ -104,3 +104,27 @@ def test_run_recipients_survive_the_move_to_run_and_lead_keys_and_back(tmp_path:
         assert sorted((r, lead) for _, r, lead in numbered) == [(r, lead) for r, lead, _ in rows]
         assert len({i for i, _, _ in numbered}) == 3 and all(i is not None for i, _, _ in numbered)
     engine.dispose()
+
+
+def test_ledger_rows_survive_the_move_to_seq_keys_and_back(tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'l.db'}")
+    migrate(engine, "0020")
+    text_columns = ("recipient", "sender", "channel", "script_key", "content_hash", "rendered_text",
+                    "lint_verdict", "lexicon_version", "wecom_id", "outcome", "detail")  # fmt: skip
+    columns = ", ".join(("seq", "entry_type", "prev_hash", "entry_hash", "recorded_at", *text_columns))
+    values = ", ".join(
+        (":s", "'message'", ":p", ":e", "'2026-11-25 00:00:00'", *["'早报'"] * len(text_columns))
+    )
+    insert = sa.text(f"INSERT INTO send_ledger ({columns}) VALUES ({values})")
+    with engine.begin() as conn:
+        conn.execute(insert, [{"s": s, "p": f"p{s}", "e": f"e{s}"} for s in (1, 2)])
+    migrate(engine)
+    read = sa.text("SELECT seq, rendered_text, entry_hash FROM send_ledger ORDER BY seq")
+    with engine.begin() as conn:
+        assert [tuple(r) for r in conn.execute(read)] == [(1, "早报", "e1"), (2, "早报", "e2")]
+        with pytest.raises(sa.exc.IntegrityError):  # the seq is the key
+            conn.execute(insert, {"s": 2, "p": "x", "e": "x"})
+    downgrade(engine, "0020")
+    with engine.begin() as conn:
+        assert conn.execute(sa.text("SELECT id, seq FROM send_ledger ORDER BY seq")).all() == [(1, 1), (2, 2)]
+    engine.dispose()
