@@ -271,8 +271,9 @@ def append_messages(
             wrong = [f"missing {missing}"] * bool(missing) + [f"unknown {unknown}"] * bool(unknown)
             raise LedgerError(f"message {i}: {', '.join(wrong)}")
         checked = message.keys()
-    shared, varying = _by_column([{**MESSAGE_OPTIONAL, **message} for message in messages])
-    return append_message_columns(session, shared, varying, now)
+    entries = [{**MESSAGE_OPTIONAL, **message} for message in messages]
+    columns = {name: [entry[name] for entry in entries] for name in entries[0]}
+    return append_message_columns(session, {}, columns, now)
 
 
 def append_message_columns(
@@ -300,18 +301,6 @@ def append_message_columns(
     defaults = {name: value for name, value in MESSAGE_OPTIONAL.items() if name not in given}
     fields = {**defaults, **shared, "entry_type": MESSAGE, "ref_seq": None}
     return _write_chain(session, fields, varying, now)
-
-
-def _by_column(entries: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
-    """Entries with the same keys (checked by the caller) as (values every entry shares, one list per
-    other field)."""
-    if not entries:
-        return {}, {}
-    first = entries[0]
-    shared = {name: value for name, value in first.items() if all(e[name] is value for e in entries)}
-    if len(shared) == len(first):  # identical entries: one field still carries the count
-        shared.pop(next(iter(first)))
-    return shared, {name: [e[name] for e in entries] for name in first if name not in shared}
 
 
 def append_outcomes(

@@ -14,9 +14,9 @@ import enum
 import io
 import json
 from collections import Counter, defaultdict
-from collections.abc import Callable, Collection, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Generator, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
@@ -1061,42 +1061,30 @@ def _stored_recipients(session: Session, run_id: int) -> Iterator[PlannedRecipie
 Page = tuple[list[AudienceMember], dict[str, list[Relation]]]
 
 
-class _ReadAhead:
-    """The audience's pages with their customers' relations, each read in its own short transaction
-    while the planner writes the page before it (PostgreSQL; elsewhere in turn, as writes serialize).
+def _pages(db: Database, audience: AudienceFilter, batch_size: int) -> Generator[Page]:
+    """The audience page by page with its customers' relations, each page read in one short transaction.
 
     Neither needs the planner's locks: a page is the keyset of leads that match, rechecked per lead
     (opt-out, reachability) from values read a moment before, as a page read inside the batch would be.
     """
-
-    def __init__(self, db: Database, audience: AudienceFilter, batch_size: int) -> None:
-        self.db, self.audience, self.batch_size = db, audience, batch_size
-        ahead = db.engine.dialect.name == "postgresql"
-        self._reader = ThreadPoolExecutor(1, thread_name_prefix="plan-read") if ahead else None
-
-    def __enter__(self) -> Iterator[Page]:
-        return self._pages()
-
-    def __exit__(self, *exc: object) -> None:
-        if self._reader is not None:
-            self._reader.shutdown(wait=True, cancel_futures=True)
-
-    def _read(self, after_id: int) -> Page:
-        with self.db.read() as session:
-            batch = fetch_batch(session, self.audience, after_id, self.batch_size)
-            return batch, read_relations(session, [m.external_user_id for m in batch]) if batch else {}
-
-    def _pages(self) -> Iterator[Page]:
-        reader = self._reader
-        after_id = 0
-        following: Future[Page] | None = reader.submit(self._read, after_id) if reader else None
-        while True:
-            batch, relations = following.result() if following is not None else self._read(after_id)
+    after_id = 0
+    while True:
+        with db.read() as session:
+            batch = fetch_batch(session, audience, after_id, batch_size)
             if not batch:
                 return
-            after_id = batch[-1].lead_id
-            following = reader.submit(self._read, after_id) if reader else None
-            yield batch, relations
+            relations = read_relations(session, [m.external_user_id for m in batch])
+        yield batch, relations
+        after_id = batch[-1].lead_id
+
+
+def _read_ahead(items: Iterator[Page]) -> Generator[Page]:
+    """`items`, the next one read by a background thread while the caller works on the current one."""
+    with ThreadPoolExecutor(1, thread_name_prefix="plan-read") as reader:
+        following = reader.submit(next, items, None)
+        while (item := following.result()) is not None:
+            following = reader.submit(next, items, None)
+            yield item
 
 
 @contextmanager
@@ -1154,8 +1142,11 @@ def plan_run(
             return RunPlan(row.key, run.occurrence, run_id, run.status, run.reason, message=prepared.message,
                            reason_code=run.reason_code, reason_params=run.reason_params)  # fmt: skip
     planner = _Planner(settings, prepared, run_id, dry_run=False)
-    with _ReadAhead(db, prepared.audience, batch_size) as pages:
-        for batch, relations in pages:
+    pages = _pages(db, prepared.audience, batch_size)
+    # PostgreSQL reads the next page on a second connection while this one is written; SQLite's
+    # transactions run one at a time anyway.
+    with closing(_read_ahead(pages) if db.engine.dialect.name == "postgresql" else pages) as ahead:
+        for batch, relations in ahead:
             with _locked_run(db, run_id) as (session, run):
                 if run.status != RunStatus.PENDING:  # another planner finished it meanwhile
                     return load_plan(session, run_id)
